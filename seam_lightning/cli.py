@@ -1,0 +1,63 @@
+"""The ``seam-lightning`` command: a LightningCLI over the stage modules and RLHFDataModule.
+
+    seam-lightning fit --config cli.yaml
+    seam-lightning fit --config seam_lightning/configs/sft.yaml --trainer.max_steps 20
+
+``--model`` takes any LightningModule (``seam_lightning.SFTModule``,
+``seam_lightning.RewardModule``, …); the data module is always RLHFDataModule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# No code path may reach a model hub at run time unless the user asks for it;
+# offline mode also stops each missing-file lookup from waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from lightning.pytorch import LightningModule  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
+
+import seam_lightning  # noqa: E402,F401  (registers the modules for short class names)
+from seam_lightning.data.datamodule import RLHFDataModule  # noqa: E402
+
+
+class SeamLightningCLI(LightningCLI):
+    """LightningCLI that prints, after ``fit``, where checkpoints, logs and the export went."""
+
+    def after_fit(self) -> None:
+        trainer, model = self.trainer, self.model
+        if not trainer.is_global_zero:
+            return
+        metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        summary = {
+            "stage": type(model).__name__,
+            "global_step": trainer.global_step,
+            "checkpoint": trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
+            if trainer.checkpoint_callback else None,
+            "log_dir": trainer.log_dir,
+            "export_dir": str(Path(model.export_dir).resolve()) if getattr(model, "export_dir", None) else None,
+            "metrics": metrics,
+        }
+        if trainer.log_dir:
+            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(trainer.log_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"[seam-lightning] {summary['stage']} done after {summary['global_step']} steps")
+        for key in ("checkpoint", "log_dir", "export_dir"):
+            print(f"  {key:<10} {summary[key]}")
+        for name, value in sorted(metrics.items()):
+            print(f"  {name:<22} {value:.4f}")
+
+
+def main(args: list[str] | None = None) -> SeamLightningCLI:
+    """Run the CLI (``args`` as on the command line; None reads ``sys.argv``)."""
+    return SeamLightningCLI(
+        LightningModule,
+        RLHFDataModule,
+        subclass_mode_model=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )

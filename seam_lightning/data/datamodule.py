@@ -1,0 +1,220 @@
+"""RLHFDataModule: one DataModule for the SFT, reward-model and RL stages.
+
+It owns three data sets — D_p (instruction, response) for SFT, D_r (instruction,
+chosen, rejected) for the reward model and D_rl (instruction, golden response)
+for RL and SEAM — each with an optional validation split. The LightningModule
+being trained says which one it needs through its ``data_stage`` attribute and
+lends its tokenizer; the user wires nothing by hand.
+
+Between epochs the SEAM callback may narrow the active RL set (by stable id) and
+add augmented SFT/preference examples; both are part of ``state_dict`` so a
+resumed run continues with the same data. Loaders are rebuilt each epoch when
+the Trainer has ``reload_dataloaders_every_n_epochs=1``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from typing import Any, Literal
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from seam_lightning.data.collate import collate_preference, collate_rl, collate_sft
+from seam_lightning.data.formatting import Overlong, PromptFormatter
+from seam_lightning.data.records import DataError, DataSource, Record, load_records
+
+DataStage = Literal["sft", "preference", "rl"]
+
+FIELDS: dict[str, tuple[str, ...]] = {
+    "sft": ("instruction", "response"),
+    "preference": ("instruction", "chosen", "rejected"),
+    "rl": ("instruction", "response"),
+}
+COLLATE = {"sft": collate_sft, "preference": collate_preference, "rl": collate_rl}
+
+
+class RLHFDataModule(LightningDataModule):
+    """D_p, D_r and D_rl from JSONL, Parquet or `datasets` sources (``demo://`` names the bundled demo set).
+
+    Args:
+        sft, preference, rl: training sources of D_p, D_r, D_rl (None when unused).
+        sft_val, preference_val, rl_val: validation sources (None: no validation).
+        batch_size: examples per training batch (a preference batch holds this many pairs).
+        eval_batch_size: examples per validation batch (default: ``batch_size``).
+        max_instruction_tokens: limit on the instruction's own tokens (the template is extra).
+        max_response_tokens: limit on each response (response, chosen, rejected), EOS included.
+        overlong: ``"truncate"`` keeps the first tokens of an over-long field (a cut response
+            gets no EOS); ``"drop"`` skips the example. Counts are logged either way.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        sft: DataSource | None = DataSource("demo://sft_train"),
+        sft_val: DataSource | None = DataSource("demo://sft_val"),
+        preference: DataSource | None = DataSource("demo://preference_train"),
+        preference_val: DataSource | None = DataSource("demo://preference_val"),
+        rl: DataSource | None = DataSource("demo://rl_train"),
+        rl_val: DataSource | None = DataSource("demo://rl_val"),
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_instruction_tokens: int = 128,
+        max_response_tokens: int = 192,
+        overlong: Overlong = "truncate",
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if overlong not in ("truncate", "drop"):
+            raise ValueError(f"overlong must be 'truncate' or 'drop', got {overlong!r}")
+        self.save_hyperparameters()
+        self.sources = {"sft": sft, "sft_val": sft_val, "preference": preference,
+                        "preference_val": preference_val, "rl": rl, "rl_val": rl_val}
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_instruction_tokens = max_instruction_tokens
+        self.max_response_tokens = max_response_tokens
+        self.overlong = overlong
+        self.num_workers = num_workers
+        self.stage: DataStage | None = None
+        self.formatter: PromptFormatter | None = None
+        self.stats: Counter[str] = Counter()
+        self._records: dict[str, list[Record]] = {}
+        self._examples: dict[str, list[dict[str, Any]]] = {}
+        # Changed by the SEAM callback; saved in checkpoints.
+        self.active_rl_ids: set[int] | None = None
+        self.added: dict[str, list[Record]] = {"sft": [], "preference": []}
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def connect(self, tokenizer: PreTrainedTokenizerBase, stage: DataStage) -> None:
+        """Use ``tokenizer`` and serve the loaders of ``stage`` (done by :meth:`setup` under a Trainer)."""
+        if stage not in FIELDS:
+            raise ValueError(f"data stage must be one of {list(FIELDS)}, got {stage!r}")
+        if self.formatter is None or self.formatter.tokenizer is not tokenizer:
+            self.formatter = PromptFormatter(tokenizer, self.max_instruction_tokens, self.max_response_tokens)
+            self._examples.clear()
+        self.stage = stage
+
+    def setup(self, stage: str | None = None) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None:
+            for attr in ("tokenizer", "data_stage"):
+                if not hasattr(module, attr):
+                    raise TypeError(f"{type(module).__name__} needs a `{attr}` attribute to use RLHFDataModule")
+            self.connect(module.tokenizer, module.data_stage)
+        if self.stage is None:
+            raise RuntimeError("RLHFDataModule.setup: call connect(tokenizer, stage) first or run under a Trainer")
+        for split in (self.stage, f"{self.stage}_val"):
+            if self.sources[split] is not None:
+                self.examples(split)
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(self.stats.items()) if v) or "none"
+        rank_zero_info(f"[RLHFDataModule] over-long fields ({self.overlong}): {summary}")
+
+    # -- data -------------------------------------------------------------------------------
+
+    def records(self, split: str) -> list[Record]:
+        """Validated raw records of a split (``"sft"``, ``"sft_val"``, ``"rl"``, …), read once."""
+        if split not in self._records:
+            source = self.sources.get(split)
+            if source is None:
+                raise DataError(f"no data source configured for {split!r}")
+            self._records[split] = load_records(source, FIELDS[split.removesuffix("_val")])
+        return self._records[split]
+
+    def examples(self, split: str) -> list[dict[str, Any]]:
+        """Tokenized examples of a split (augmented ones included for training splits), built once."""
+        if split not in self._examples:
+            examples = self._tokenize(split, self.records(split), augmented=False)
+            examples += self._tokenize(split, self.added.get(split, []), augmented=True)
+            if not examples:
+                raise DataError(f"{self.sources[split].path}: every example was dropped as over-long (limits: "
+                                f"{self.max_instruction_tokens} instruction / {self.max_response_tokens} response tokens)")
+            self._examples[split] = examples
+        return self._examples[split]
+
+    def _tokenize(self, split: str, records: list[Record], augmented: bool) -> list[dict[str, Any]]:
+        if self.formatter is None:
+            raise RuntimeError("RLHFDataModule: no tokenizer yet; call connect() or run under a Trainer")
+        kind = split.removesuffix("_val")
+        examples = []
+        for record in records:
+            prompt = self.formatter.prompt_ids(record.text["instruction"])
+            parts = {"prompt_ids": prompt}
+            for name in FIELDS[kind][1:]:
+                parts[f"{name}_ids"] = self.formatter.response_ids(record.text[name])
+            cut = [name for name, part in parts.items() if part.truncated]
+            for name in cut:
+                self.stats[f"{split}.{name.removesuffix('_ids')}_truncated"] += 1
+            if cut and self.overlong == "drop":
+                self.stats[f"{split}.dropped"] += 1
+                continue
+            example = {"id": record.id, "augmented": augmented}
+            example.update({name: part.ids for name, part in parts.items()})
+            example.update(record.text)
+            examples.append(example)
+        return examples
+
+    # -- SEAM hooks -------------------------------------------------------------------------
+
+    def set_active_rl_ids(self, ids: set[int] | list[int] | None) -> None:
+        """Restrict the RL training loader to these example ids (None: all)."""
+        if ids is not None:
+            known = {r.id for r in self.records("rl")}
+            unknown = set(ids) - known
+            if unknown:
+                raise ValueError(f"unknown RL example ids: {sorted(unknown)[:10]}")
+            ids = set(ids)
+        self.active_rl_ids = ids
+
+    def add_examples(self, kind: Literal["sft", "preference"], texts: list[dict[str, str]]) -> list[int]:
+        """Add augmented examples to D_p or D_r; they reach the next epoch's loader. Returns their ids."""
+        if kind not in self.added:
+            raise ValueError(f"examples can be added to 'sft' or 'preference', not {kind!r}")
+        existing = self.records(kind) + self.added[kind]
+        next_id = max(r.id for r in existing) + 1
+        new = []
+        for offset, text in enumerate(texts):
+            missing = [f for f in FIELDS[kind] if not isinstance(text.get(f), str) or not text[f].strip()]
+            if missing:
+                raise DataError(f"augmented {kind} example {offset}: missing or empty field(s) {missing}")
+            new.append(Record(next_id + offset, {f: text[f] for f in FIELDS[kind]}, f"augmented {kind} #{next_id + offset}"))
+        self.added[kind].extend(new)
+        self._examples.pop(kind, None)
+        return [r.id for r in new]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "active_rl_ids": None if self.active_rl_ids is None else sorted(self.active_rl_ids),
+            "added": {k: [{"id": r.id, "text": r.text} for r in v] for k, v in self.added.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ids = state.get("active_rl_ids")
+        self.active_rl_ids = None if ids is None else set(ids)
+        self.added = {k: [Record(r["id"], r["text"], f"augmented {k} #{r['id']}") for r in v]
+                      for k, v in state.get("added", {}).items()}
+        self._examples.clear()
+
+    # -- loaders ----------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        examples = self.examples(self.stage)
+        if self.stage == "rl" and self.active_rl_ids is not None:
+            examples = [e for e in examples if e["id"] in self.active_rl_ids]
+        return self._loader(examples, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = f"{self.stage}_val"
+        if self.sources[split] is None:
+            return []
+        return self._loader(self.examples(split), self.eval_batch_size, shuffle=False)
+
+    def _loader(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
+        collate = partial(COLLATE[self.stage], pad_id=self.formatter.tokenizer.pad_token_id)
+        return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers)

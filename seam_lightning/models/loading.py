@@ -1,0 +1,197 @@
+"""Loading policies and reward models, with optional LoRA and 4-/8-bit weights.
+
+One entry point per model kind: :func:`load_policy` (a causal LM) and
+:func:`load_reward_model` (the same backbone family with a scalar head). A model
+is named by hub name, local folder, stage export folder, or ``bundled:<Name>``.
+A folder holding only a LoRA adapter is loaded onto the base model its
+``adapter_config.json`` names and merged, so a new adapter can be trained on top.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from seam_lightning.models.bundled import bundled_model_dir, is_bundled
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
+Quantization = Literal["4bit", "8bit"]
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class LoRASettings:
+    """LoRA adapter settings (peft). ``target_modules="all-linear"`` adapts every linear layer but the output one."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | list[str] = field(default="all-linear")
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` accepts (bundled names become folders)."""
+    return str(bundled_model_dir(name)) if is_bundled(name) else name
+
+
+def is_adapter_dir(path: str) -> bool:
+    """True for a folder holding a LoRA adapter but no full model."""
+    p = Path(path)
+    return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, with a pad token (EOS when it has none: padding is always masked)."""
+    path = resolve_model_path(name)
+    if is_adapter_dir(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = _adapter_base(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(
+    name: str,
+    lora: LoRASettings | None = None,
+    quantization: Quantization | None = None,
+    dtype: str = "float32",
+) -> PreTrainedModel:
+    """A causal LM policy; with ``lora`` a trainable peft model whose base weights are frozen."""
+    model = _load_merged(AutoModelForCausalLM, name, quantization, dtype)
+    return _add_lora(model, lora, "CAUSAL_LM", quantization)
+
+
+def load_reward_model(
+    name: str,
+    lora: LoRASettings | None = None,
+    quantization: Quantization | None = None,
+    dtype: str = "float32",
+) -> PreTrainedModel:
+    """A reward model: the backbone of ``name`` plus a scalar head (new if ``name`` is a policy).
+
+    Initialising it from the SFT policy's folder gives the paper's RM initialisation.
+    With LoRA the head is trained in full alongside the adapters.
+    """
+    model = _load_merged(AutoModelForSequenceClassification, name, quantization, dtype, num_labels=1)
+    model.config.pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
+    return _add_lora(model, lora, "SEQ_CLS", quantization)
+
+
+def _adapter_base(path: str) -> str:
+    with open(Path(path) / ADAPTER_CONFIG) as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path}/{ADAPTER_CONFIG}: no base_model_name_or_path; cannot tell which model it adapts")
+    return base
+
+
+def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: str, **kwargs) -> PreTrainedModel:
+    path = resolve_model_path(name)
+    adapter = None
+    if is_adapter_dir(path):
+        adapter, path = path, resolve_model_path(_adapter_base(path))
+    kwargs["dtype"] = getattr(torch, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = _bnb_config(quantization, kwargs["dtype"])
+        kwargs["device_map"] = {"": _quantized_device()}
+    model = auto_cls.from_pretrained(path, **kwargs)
+    if adapter is not None:
+        from peft import PeftModel
+
+        log.info("merging the LoRA adapter %s into %s", adapter, path)
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
+def _bnb_config(quantization: Quantization, compute_dtype: torch.dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as err:  # bitsandbytes raises several kinds on unsupported hardware
+        raise RuntimeError(f"quantization={quantization!r} needs a working bitsandbytes: {err}") from err
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=True
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization must be '4bit', '8bit' or None, got {quantization!r}")
+
+
+def _quantized_device() -> str:
+    # bitsandbytes places weights at load time, so the device must be known
+    # now rather than chosen later by Lightning.
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def _add_lora(model: PreTrainedModel, lora: LoRASettings | None, task_type: str, quantization: Quantization | None):
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantization is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(
+        task_type=task_type,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+    )
+    return get_peft_model(model, config)
+
+
+def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
+    """Save a stage's result so that the next stage (or plain transformers + peft) loads it by path.
+
+    The folder holds the full merged model and tokenizer (``from_pretrained(out_dir)``);
+    with LoRA it also holds the adapter alone in ``adapter/`` (``PeftModel.from_pretrained``
+    onto the model this stage started from). Quantized models are exported as the adapter
+    only, in the folder itself, since merging into 4-/8-bit weights loses precision.
+    The folder is written beside its final place and renamed, so a crash never leaves half of one.
+    """
+    from peft import PeftModel
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if isinstance(model, PeftModel):
+            quantized = getattr(model.get_base_model(), "is_quantized", False)
+            model.save_pretrained(tmp if quantized else tmp / "adapter")
+            if not quantized:
+                # Merge a copy: the trained module keeps its adapters.
+                copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,6 @@
+"""LightningModules of the RLHF stages."""
+
+from seam_lightning.modules.reward import RewardModule
+from seam_lightning.modules.sft import SFTModule
+
+__all__ = ["RewardModule", "SFTModule"]

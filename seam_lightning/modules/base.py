@@ -1,0 +1,61 @@
+"""What the SFT and reward-model modules share: optimiser, small checkpoints, export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+
+from seam_lightning.models.loading import export_pretrained
+
+
+def warmup_lambda(warmup_steps: int):
+    """LR multiplier: linear warm-up from 1/(warmup_steps+1) to 1, then constant."""
+    return lambda step: min(1.0, (step + 1) / (warmup_steps + 1)) if warmup_steps > 0 else 1.0
+
+
+class HFModule(LightningModule):
+    """A LightningModule around one `transformers` model (``self.model``) and its tokenizer.
+
+    With LoRA, checkpoints keep only the trainable weights (the frozen base is
+    reloaded from its source when the module is built), so a checkpoint of the
+    default model is a few MB instead of half a GB.
+    """
+
+    def __init__(self, learning_rate: float, weight_decay: float, warmup_steps: int, export_dir: str | None):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.export_dir = export_dir
+        # Frozen base weights are not in our checkpoints; see on_save_checkpoint.
+        self.strict_loading = False
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self).__name__}: the model has no trainable parameters")
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(self.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        everything = sum(1 for _ in self.model.parameters())
+        if len(trainable) < everything:
+            state = checkpoint["state_dict"]
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in trainable or not k.startswith("model.")}
+
+    def on_train_end(self) -> None:
+        if self.export_dir and self.trainer.is_global_zero:
+            path = export_pretrained(self.model, self.tokenizer, self.export_dir)
+            rank_zero_info(f"[{type(self).__name__}] exported the trained model to {Path(path).resolve()}")
+
+
+def perplexity(mean_nll: torch.Tensor) -> torch.Tensor:
+    """exp of the token-mean NLL, capped so a diverged run logs a number, not inf."""
+    return torch.exp(mean_nll.clamp(max=math.log(1e6)))

@@ -1,0 +1,72 @@
+"""RewardModule: the pairwise reward model on D_r (the paper's second stage)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torchmetrics import MeanMetric
+
+from seam_lightning.models.forward import sequence_rewards
+from seam_lightning.models.loading import LoRASettings, Quantization, load_reward_model, load_tokenizer
+from seam_lightning.modules.base import HFModule
+from seam_lightning.modules.losses import pairwise_ranking_loss, preference_correct
+
+
+class RewardModule(HFModule):
+    """R(I∘r): a scalar head on the last real token, trained with −log σ(R(I∘r⁺) − R(I∘r⁻)) (Eq. 6).
+
+    Args:
+        model: the SFT policy to initialise from (its export folder), as in the paper; or any
+            hub name / folder / ``bundled:<Name>``. A policy gets a new scalar head.
+        lora: LoRA settings (None trains every weight); the head is always trained in full.
+        quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
+        learning_rate: AdamW learning rate (paper: 2e-5).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps.
+        export_dir: where to write the trained reward model (None: no export).
+    """
+
+    data_stage: ClassVar[str] = "preference"
+
+    def __init__(
+        self,
+        model: str = "runs/sft/export",
+        lora: LoRASettings | None = LoRASettings(),
+        quantization: Quantization | None = None,
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 10,
+        export_dir: str | None = None,
+    ):
+        super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
+        self.save_hyperparameters()
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_reward_model(model, lora=lora, quantization=quantization)
+        self.val_accuracy = MeanMetric()
+        self.val_loss = MeanMetric()
+
+    def pair_rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rewards of the chosen and the rejected responses of a preference batch."""
+        rewards = sequence_rewards(self.model, batch["input_ids"], batch["attention_mask"])
+        return rewards.chunk(2)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        chosen, rejected = self.pair_rewards(batch)
+        loss = pairwise_ranking_loss(chosen, rejected)
+        n = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/accuracy", preference_correct(chosen, rejected).mean(), prog_bar=True, batch_size=n)
+        self.log("train/margin", (chosen - rejected).mean().detach(), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        chosen, rejected = self.pair_rewards(batch)
+        self.val_loss.update(pairwise_ranking_loss(chosen, rejected), weight=len(chosen))
+        self.val_accuracy.update(preference_correct(chosen, rejected))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/loss", self.val_loss.compute())
+        self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True)
+        self.val_loss.reset()
+        self.val_accuracy.reset()

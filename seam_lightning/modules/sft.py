@@ -1,0 +1,62 @@
+"""SFTModule: supervised fine-tuning of the policy on D_p (the paper's first stage)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torchmetrics import MeanMetric
+
+from seam_lightning.models.forward import response_nll
+from seam_lightning.models.loading import DEFAULT_MODEL, LoRASettings, Quantization, load_policy, load_tokenizer
+from seam_lightning.modules.base import HFModule, perplexity
+
+
+class SFTModule(HFModule):
+    """Next-token loss on the response tokens only (the prompt is masked out).
+
+    Args:
+        model: hub name, local folder, stage export, or ``bundled:<Name>``.
+        lora: LoRA settings (None trains every weight). Paper default: LoRA.
+        quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
+        learning_rate: AdamW learning rate (paper: 1e-4).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps (paper: 10).
+        export_dir: where to write the trained model for the next stage (None: no export).
+    """
+
+    data_stage: ClassVar[str] = "sft"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        lora: LoRASettings | None = LoRASettings(),
+        quantization: Quantization | None = None,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 10,
+        export_dir: str | None = None,
+    ):
+        super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
+        self.save_hyperparameters()
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_policy(model, lora=lora, quantization=quantization)
+        self.val_nll = MeanMetric()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        nll_sum, n_tokens = response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss = nll_sum / n_tokens.clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log("train/perplexity", perplexity(loss.detach()), batch_size=len(batch["ids"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        nll_sum, n_tokens = response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        # Token-weighted, so the epoch value is the NLL per response token of the whole split.
+        self.val_nll.update(nll_sum / n_tokens.clamp(min=1), weight=n_tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_nll.compute()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/perplexity", perplexity(loss))
+        self.val_nll.reset()

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from seam_lightning.data import DataError, DataSource, RLHFDataModule
+from seam_lightning.models import load_tokenizer
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return DataSource(str(path))
+
+
+@pytest.fixture
+def sources(tmp_path):
+    sft = _write_jsonl(tmp_path / "sft.jsonl", [
+        {"instruction": f"What does `f{i}` do?", "response": f"Return the value {i}."} for i in range(6)
+    ])
+    prefs = _write_jsonl(tmp_path / "prefs.jsonl", [
+        {"q": f"What does `f{i}` do?", "good": f"Return {i}.", "bad": "Split a pathname."} for i in range(4)
+    ])
+    rl = _write_jsonl(tmp_path / "rl.jsonl", [
+        {"instruction": f"Explain `g{i}`.", "response": f"Join {i} paths."} for i in range(5)
+    ])
+    prefs = DataSource(prefs.path, fields={"instruction": "q", "chosen": "good", "rejected": "bad"})
+    return {"sft": sft, "preference": prefs, "rl": rl}
+
+
+def _datamodule(sources, **kwargs):
+    return RLHFDataModule(sft=sources["sft"], sft_val=None, preference=sources["preference"], preference_val=None,
+                          rl=sources["rl"], rl_val=None, batch_size=2, **kwargs)
+
+
+@pytest.mark.parametrize("stage,keys", [
+    ("sft", {"input_ids", "attention_mask", "labels", "ids"}),
+    ("preference", {"input_ids", "attention_mask", "ids"}),
+    ("rl", {"input_ids", "attention_mask", "ids", "instruction", "response"}),
+])
+def test_each_stage_gets_its_loader(sources, tiny_model_dir, stage, keys):
+    dm = _datamodule(sources)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), stage)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == keys
+    rows = 4 if stage == "preference" else 2  # chosen and rejected of 2 pairs
+    assert batch["input_ids"].shape[0] == rows
+    assert dm.val_dataloader() == []
+
+
+def test_truncation_is_counted_and_drop_removes_examples(sources, tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    dm = _datamodule(sources, max_response_tokens=3)
+    dm.connect(tok, "sft")
+    assert len(dm.examples("sft")) == 6
+    assert dm.stats["sft.response_truncated"] == 6
+    dropper = _datamodule(sources, max_response_tokens=3, overlong="drop")
+    dropper.connect(tok, "sft")
+    with pytest.raises(DataError, match="every example was dropped as over-long"):
+        dropper.examples("sft")
+    assert dropper.stats["sft.dropped"] == 6
+
+
+def test_rl_ids_are_stable_and_active_set_filters_loader(sources, tiny_model_dir):
+    dm = _datamodule(sources)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "rl")
+    assert [e["id"] for e in dm.examples("rl")] == [0, 1, 2, 3, 4]
+    dm.set_active_rl_ids([1, 3])
+    seen = [i for batch in dm.train_dataloader() for i in batch["ids"].tolist()]
+    assert sorted(seen) == [1, 3]
+    with pytest.raises(ValueError, match="unknown RL example ids"):
+        dm.set_active_rl_ids([99])
+
+
+def test_added_examples_reach_loader_and_survive_state_dict(sources, tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    dm = _datamodule(sources)
+    dm.connect(tok, "preference")
+    new_ids = dm.add_examples("preference", [{"instruction": "Explain `g1`.", "chosen": "Join 1 paths.", "rejected": "Return 3."}])
+    assert new_ids == [4]
+    added = [e for e in dm.examples("preference") if e["augmented"]]
+    assert [e["id"] for e in added] == [4] and added[0]["chosen"] == "Join 1 paths."
+    dm.set_active_rl_ids([0, 2])
+
+    resumed = _datamodule(sources)
+    resumed.load_state_dict(dm.state_dict())
+    resumed.connect(tok, "preference")
+    assert [e["id"] for e in resumed.examples("preference") if e["augmented"]] == [4]
+    assert resumed.active_rl_ids == {0, 2}
+    with pytest.raises(DataError, match="augmented preference example 0: missing or empty field"):
+        dm.add_examples("preference", [{"instruction": "x", "chosen": "", "rejected": "y"}])
+
+
+def test_bad_record_error_surfaces_from_setup(tmp_path, tiny_model_dir):
+    bad = tmp_path / "sft.jsonl"
+    bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "a"}\n')
+    dm = RLHFDataModule(sft=DataSource(str(bad)), sft_val=None)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "sft")
+    with pytest.raises(DataError, match=r"sft.jsonl line 2: missing field 'response'"):
+        dm.setup("fit")
+
+
+def test_setup_without_tokenizer_is_a_clear_error(sources):
+    with pytest.raises(RuntimeError, match="call connect"):
+        _datamodule(sources).setup("fit")
