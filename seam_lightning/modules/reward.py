@@ -42,7 +42,7 @@ class RewardModule(HFModule):
         super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(model)
-        self.model = load_reward_model(model, lora=lora, quantization=quantization)
+        self.model = load_reward_model(model, lora=lora, quantization=quantization).train()
         self.val_accuracy = MeanMetric()
         self.val_loss = MeanMetric()
 
@@ -60,6 +60,12 @@ class RewardModule(HFModule):
         self.log("train/margin", (chosen - rejected).mean().detach(), batch_size=n)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        # Reset here, not after compute: a reset inside trainer.validate()'s inference
+        # mode would leave inference tensors that a later fit cannot update.
+        self.val_loss.reset()
+        self.val_accuracy.reset()
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         chosen, rejected = self.pair_rewards(batch)
         self.val_loss.update(pairwise_ranking_loss(chosen, rejected), weight=len(chosen))
@@ -68,5 +74,3 @@ class RewardModule(HFModule):
     def on_validation_epoch_end(self) -> None:
         self.log("val/loss", self.val_loss.compute())
         self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True)
-        self.val_loss.reset()
-        self.val_accuracy.reset()

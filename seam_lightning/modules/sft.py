@@ -40,7 +40,7 @@ class SFTModule(HFModule):
         super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(model)
-        self.model = load_policy(model, lora=lora, quantization=quantization)
+        self.model = load_policy(model, lora=lora, quantization=quantization).train()
         self.val_nll = MeanMetric()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -49,6 +49,11 @@ class SFTModule(HFModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         self.log("train/perplexity", perplexity(loss.detach()), batch_size=len(batch["ids"]))
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        # Reset here, not after compute: a reset inside trainer.validate()'s inference
+        # mode would leave inference tensors that a later fit cannot update.
+        self.val_nll.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         nll_sum, n_tokens = response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
@@ -59,4 +64,3 @@ class SFTModule(HFModule):
         loss = self.val_nll.compute()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/perplexity", perplexity(loss))
-        self.val_nll.reset()

@@ -1,0 +1,52 @@
+import torch
+from lightning.pytorch import Trainer, seed_everything
+
+from seam_lightning import LoRASettings, SFTModule
+
+
+def _trainer(tmp_path, steps):
+    return Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                   limit_val_batches=2, num_sanity_val_steps=0)
+
+
+def test_sft_loss_decreases_on_tiny_model(tiny_model_dir, tiny_data, tmp_path):
+    seed_everything(0)
+    module = SFTModule(model=str(tiny_model_dir), lora=None, learning_rate=3e-3, warmup_steps=2)
+    trainer = _trainer(tmp_path, steps=1)
+    trainer.validate(module, datamodule=tiny_data, verbose=False)
+    before = trainer.callback_metrics["val/loss"].item()
+    trainer = _trainer(tmp_path, steps=40)
+    trainer.fit(module, datamodule=tiny_data)
+    trainer.validate(module, datamodule=tiny_data, verbose=False)
+    after = trainer.callback_metrics["val/loss"].item()
+    assert after < 0.5 * before, (before, after)
+    torch.testing.assert_close(trainer.callback_metrics["val/perplexity"], torch.tensor(after).exp(), rtol=1e-4, atol=0)
+
+
+def test_sft_checkpoint_keeps_only_lora_weights_and_round_trips(tiny_model_dir, tiny_data, tmp_path):
+    seed_everything(0)
+    module = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
+    trainer = _trainer(tmp_path, steps=5)
+    trainer.fit(module, datamodule=tiny_data)
+    path = tmp_path / "sft.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]
+    model_keys = [k for k in state if k.startswith("model.")]
+    assert model_keys and all("lora_" in k for k in model_keys)
+
+    restored = SFTModule.load_from_checkpoint(path)
+    module.eval(), restored.eval()
+    batch = next(iter(tiny_data.val_dataloader()))
+    with torch.no_grad():
+        expected = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = restored.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(got, expected)
+
+
+def test_sft_exports_for_the_next_stage(tiny_model_dir, tiny_data, tmp_path):
+    module = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4), export_dir=str(tmp_path / "export"))
+    _trainer(tmp_path, steps=2).fit(module, datamodule=tiny_data)
+    assert (tmp_path / "export" / "config.json").is_file()
+    assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "export" / "tokenizer_config.json").is_file()
