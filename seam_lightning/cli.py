@@ -52,9 +52,9 @@ class SeamLightningCLI(LightningCLI):
             print(f"  {name:<22} {value:.4f}")
 
 
-def main(args: list[str] | None = None) -> SeamLightningCLI:
+def main(args: list[str] | None = None) -> None:
     """Run the CLI (``args`` as on the command line; None reads ``sys.argv``)."""
-    return SeamLightningCLI(
+    SeamLightningCLI(
         LightningModule,
         RLHFDataModule,
         subclass_mode_model=True,

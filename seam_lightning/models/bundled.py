@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from seam_lightning.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 BUNDLED_SCHEME = "bundled:"
@@ -41,11 +43,6 @@ BUNDLED_MODELS = {
         pad_token="<|im_end|>",
     ),
 }
-
-
-def cache_root() -> Path:
-    """The package cache: ``$SEAM_LIGHTNING_CACHE`` or ``~/.cache/seam_lightning``."""
-    return Path(os.environ.get("SEAM_LIGHTNING_CACHE", Path.home() / ".cache" / "seam_lightning"))
 
 
 def is_bundled(name: str) -> bool:
