@@ -43,11 +43,11 @@ def build_tokenizer(chat_template: bool) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_model_dir(path: Path, chat_template: bool = True, seed: int = 0) -> Path:
-    """Write a 2-layer llama (hidden 32) and its tokenizer to ``path``; returns ``path``."""
+def build_tiny_model_dir(path: Path, chat_template: bool = True, seed: int = 0, hidden_size: int = 32) -> Path:
+    """Write a 2-layer llama (hidden 32 by default) and its tokenizer to ``path``; returns ``path``."""
     tokenizer = build_tokenizer(chat_template)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
