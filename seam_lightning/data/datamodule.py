@@ -207,6 +207,8 @@ class RLHFDataModule(LightningDataModule):
         examples = self.examples(self.stage)
         if self.stage == "rl" and self.active_rl_ids is not None:
             examples = [e for e in examples if e["id"] in self.active_rl_ids]
+            if not examples:
+                raise DataError("no active RL examples left to train on (every id was pruned or dropped)")
         return self._loader(examples, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -69,6 +69,9 @@ def test_rl_ids_are_stable_and_active_set_filters_loader(sources, tiny_model_dir
     assert sorted(seen) == [1, 3]
     with pytest.raises(ValueError, match="unknown RL example ids"):
         dm.set_active_rl_ids([99])
+    dm.set_active_rl_ids([])
+    with pytest.raises(DataError, match="no active RL examples left"):
+        dm.train_dataloader()
 
 
 def test_added_examples_reach_loader_and_survive_state_dict(sources, tiny_model_dir):
