@@ -5,6 +5,7 @@ import torch
 from seam_lightning.data import DataError, DataSource, RLHFDataModule
 from seam_lightning.models import DEFAULT_MODEL, LoRASettings, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.modules import RewardModule, SFTModule
+from seam_lightning.seam import ContrastSource, SeamCallback
 
 __version__ = "0.1.0"
 
@@ -16,11 +17,13 @@ torch.serialization.add_safe_globals([DataSource, LoRASettings])
 __all__ = [
     "DEFAULT_MODEL",
     "DataError",
+    "ContrastSource",
     "DataSource",
     "LoRASettings",
     "RLHFDataModule",
     "RewardModule",
     "SFTModule",
+    "SeamCallback",
     "load_policy",
     "load_reward_model",
     "load_tokenizer",

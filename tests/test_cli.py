@@ -22,6 +22,17 @@ def test_shipped_config_parses(config, capsys):
     assert "class_path: seam_lightning." in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fragment", sorted((ROOT / "callbacks").glob("*.yaml")), ids=lambda p: p.name)
+def test_callback_fragment_adds_to_a_run_config(fragment, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "cli.yaml"), "--config", str(fragment), "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    # The fragment appends its callback; the run's own callbacks stay.
+    assert "class_path: seam_lightning.SeamCallback" in out
+    assert "class_path: lightning.pytorch.callbacks.ModelCheckpoint" in out
+
+
 def test_unknown_key_in_config_is_rejected(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "cli.yaml").read_text().replace("learning_rate:", "learnin_rate:"))

@@ -1,0 +1,26 @@
+"""SEAM: how badly the reward model misjudges answers the policy is likely to write.
+
+``seam_score`` is the metric (paper §5, Eq. 2–3), ``SeamScorer`` computes it for
+RL prompts with a policy and a reward model, the sources build the candidate
+answers, and ``SeamCallback`` prunes the RL prompts with the largest values.
+"""
+
+from seam_lightning.seam.callback import SeamCallback
+from seam_lightning.seam.score import misjudged, seam_score
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
+from seam_lightning.seam.selection import largest_seam
+from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
+from seam_lightning.seam.sources.contrast import ContrastSource
+
+__all__ = [
+    "CandidateSource",
+    "CandidateStats",
+    "ContrastSource",
+    "SeamCallback",
+    "SeamExample",
+    "SeamResult",
+    "SeamScorer",
+    "largest_seam",
+    "misjudged",
+    "seam_score",
+]

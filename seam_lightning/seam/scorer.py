@@ -1,0 +1,250 @@
+"""Scoring RL prompts with SEAM: the models' side of the formula in :mod:`seam_lightning.seam.score`.
+
+For each prompt (I, r) and its candidates r*_1..r*_N the scorer needs the PM's
+summed log-prob and token count of every r* and the RM's reward of every I∘r*
+and of I∘r. Sequences are built exactly as training builds them (prompt ids +
+response ids, EOS included), packed into batches by a token budget, and run
+under inference mode with padding-safe forwards, so the numbers do not depend
+on batch size, padding side or candidate order.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from seam_lightning.data.collate import IGNORE_INDEX, pad
+from seam_lightning.data.formatting import PromptFormatter
+from seam_lightning.models.forward import response_token_logprobs, sequence_rewards
+from seam_lightning.seam.score import seam_score
+
+GOLDEN = -1
+"""Candidate index used internally for the golden response."""
+
+
+@dataclass(frozen=True)
+class SeamExample:
+    """One RL prompt to score: instruction, golden response r and candidates r*_1..r*_N (may be empty)."""
+
+    id: int
+    instruction: str
+    response: str
+    candidates: list[str]
+
+
+@dataclass(frozen=True)
+class SeamResult:
+    """SEAM of one prompt (larger = worse PM–RM fit) and the per-candidate numbers, in input order."""
+
+    id: int
+    seam: float
+    golden_reward: float
+    candidate_rewards: list[float]
+    candidate_logprob_sums: list[float]
+    candidate_lengths: list[int]
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Token ids of one example under one tokenizer."""
+
+    prompt: list[int]
+    golden: list[int]
+    candidates: list[list[int]]
+
+
+class SeamScorer:
+    """Scores RL prompts with SEAM: PM log-likelihood and RM reward of each candidate, RM reward of the golden response.
+
+    ``policy`` is a causal LM and ``reward_model`` a scalar-head model (either may
+    be peft-wrapped); each runs on its own device. ``reward_tokenizer`` defaults
+    to ``tokenizer``. Sequences are padded on each tokenizer's ``padding_side``.
+    A batch holds at most ``token_budget`` tokens (rows × padded length, at least
+    one row); ``prompts_per_chunk`` prompts are tokenized and scored together, so
+    memory does not grow with the dataset.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        reward_model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_tokenizer: PreTrainedTokenizerBase | None = None,
+        max_instruction_tokens: int = 128,
+        max_response_tokens: int = 192,
+        token_budget: int = 8192,
+        prompts_per_chunk: int = 64,
+        progress: bool = True,
+    ):
+        for name, value in (("max_instruction_tokens", max_instruction_tokens), ("max_response_tokens", max_response_tokens),
+                            ("token_budget", token_budget), ("prompts_per_chunk", prompts_per_chunk)):
+            if value < 1:
+                raise ValueError(f"SeamScorer: {name} must be >= 1, got {value}")
+        self.policy = policy
+        self.reward_model = reward_model
+        self.policy_format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens)
+        same = reward_tokenizer is None or reward_tokenizer is tokenizer
+        # One formatter for both models when they share a tokenizer: each text is tokenized once.
+        self.reward_format = self.policy_format if same else PromptFormatter(
+            reward_tokenizer, max_instruction_tokens, max_response_tokens
+        )
+        self.token_budget = token_budget
+        self.prompts_per_chunk = prompts_per_chunk
+        self.progress = progress
+
+    def score(self, examples: Iterable[SeamExample], total: int | None = None) -> Iterator[SeamResult]:
+        """Stream results in input order.
+
+        Models are in eval mode (and inference mode) only while a chunk is being
+        scored; their previous modes are restored before its results are yielded.
+        """
+        if total is None and hasattr(examples, "__len__"):
+            total = len(examples)
+        bar = tqdm(total=total, disable=not self.progress, desc="SEAM", unit="prompt")
+        iterator = iter(examples)
+        try:
+            while chunk := list(islice(iterator, self.prompts_per_chunk)):
+                results = self._score_chunk(chunk)
+                bar.update(len(chunk))
+                yield from results
+        finally:
+            bar.close()
+
+    def _score_chunk(self, chunk: list[SeamExample]) -> list[SeamResult]:
+        pm = [_encode(self.policy_format, ex) for ex in chunk]
+        rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
+        with torch.inference_mode(), _eval_mode(self.policy, self.reward_model):
+            logprobs = self._policy_logprob_sums(pm)
+            rewards = self._rewards(rm)
+        results = []
+        for ex, enc, lp, rw in zip(chunk, pm, logprobs, rewards):
+            _check_finite(ex.id, "policy log-prob", lp)
+            _check_finite(ex.id, "reward", rw)
+            lengths = [len(c) for c in enc.candidates]
+            candidate_rewards = [rw[c] for c in range(len(ex.candidates))]
+            results.append(SeamResult(
+                id=ex.id, seam=_seam(lp, lengths, candidate_rewards, rw[GOLDEN]), golden_reward=rw[GOLDEN],
+                candidate_rewards=candidate_rewards, candidate_logprob_sums=[lp[c] for c in range(len(lengths))],
+                candidate_lengths=lengths,
+            ))
+        return results
+
+    def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
+        """Per example: candidate index -> summed response-token log-prob under the PM."""
+        owners, sequences, labels = [], [], []
+        for e, enc in enumerate(encoded):
+            for c, response in enumerate(enc.candidates):
+                owners.append((e, c))
+                sequences.append(enc.prompt + response)
+                labels.append([IGNORE_INDEX] * len(enc.prompt) + response)
+        values = self._run(self.policy, self.policy_format.tokenizer, _logprob_sums, sequences, labels)
+        return _regroup(len(encoded), owners, values)
+
+    def _rewards(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
+        """Per example: candidate index (GOLDEN for r) -> RM reward of prompt∘response."""
+        owners, sequences = [], []
+        for e, enc in enumerate(encoded):
+            # The golden response is scored once per prompt, by the RM only.
+            for c, response in [(GOLDEN, enc.golden), *enumerate(enc.candidates)]:
+                owners.append((e, c))
+                sequences.append(enc.prompt + response)
+        values = self._run(self.reward_model, self.reward_format.tokenizer, sequence_rewards, sequences)
+        return _regroup(len(encoded), owners, values)
+
+    def _run(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, fn: Callable[..., Tensor],
+             sequences: list[list[int]], labels: list[list[int]] | None = None) -> list[float]:
+        """``fn(model, ids, mask[, labels]) -> [rows]`` over token-budget batches; values in input order."""
+        device = next(model.parameters()).device
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        side = getattr(tokenizer, "padding_side", "right")
+        out = [math.nan] * len(sequences)
+        for batch in token_budget_batches([len(s) for s in sequences], self.token_budget):
+            ids, mask = pad([sequences[i] for i in batch], pad_id, side)
+            args = [ids.to(device), mask.to(device)]
+            if labels is not None:
+                args.append(pad([labels[i] for i in batch], IGNORE_INDEX, side)[0].to(device))
+            for i, value in zip(batch, fn(model, *args).tolist()):
+                out[i] = value
+        return out
+
+
+def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices grouped longest first so that rows × longest length <= token_budget (at least one row each).
+
+    Sorting by length keeps padding small; ties keep input order, so batches are deterministic.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        # Lengths only decrease, so the first row of a batch sets its padded width.
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _encode(formatter: PromptFormatter, example: SeamExample) -> _Encoded:
+    return _Encoded(
+        prompt=formatter.prompt_ids(example.instruction).ids,
+        golden=formatter.response_ids(example.response).ids,
+        candidates=[formatter.response_ids(c).ids for c in example.candidates],
+    )
+
+
+def _logprob_sums(model: nn.Module, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+    """Summed log-prob of the labelled (response) tokens of each row."""
+    logprobs, rows = response_token_logprobs(model, ids, mask, labels)
+    return torch.zeros(ids.shape[0], dtype=logprobs.dtype, device=logprobs.device).index_add_(0, rows, logprobs)
+
+
+def _regroup(n: int, owners: list[tuple[int, int]], values: list[float]) -> list[dict[int, float]]:
+    grouped: list[dict[int, float]] = [{} for _ in range(n)]
+    for (e, c), value in zip(owners, values):
+        grouped[e][c] = value
+    return grouped
+
+
+def _check_finite(example_id: int, what: str, values: dict[int, float]) -> None:
+    # Golden first: a broken RM shows up there on every prompt.
+    for c in sorted(values):
+        if not math.isfinite(values[c]):
+            where = "golden response" if c == GOLDEN else f"candidate {c}"
+            raise ValueError(f"SEAM: non-finite {what} ({values[c]}) for example id {example_id}, {where}")
+
+
+def _seam(logprob_sums: dict[int, float], lengths: list[int], rewards: list[float], golden: float) -> float:
+    """The formula of :func:`seam_score` for one prompt (float64 on CPU)."""
+    n = len(lengths)
+    value = seam_score(
+        torch.tensor([[logprob_sums[c] for c in range(n)]], dtype=torch.float64).reshape(1, n),
+        torch.tensor([lengths], dtype=torch.float64).reshape(1, n),
+        torch.tensor([rewards], dtype=torch.float64).reshape(1, n),
+        torch.tensor([golden], dtype=torch.float64),
+    )
+    return float(value[0])
+
+
+@contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put models in eval mode and restore each submodule's own previous mode afterwards.
+
+    Restoring per submodule (not ``model.train(previous)``) keeps mixed states intact,
+    e.g. a frozen part a training module deliberately keeps in eval.
+    """
+    previous = {m: m.training for model in models for m in model.modules()}
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, training in previous.items():
+            module.training = training

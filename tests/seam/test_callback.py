@@ -1,0 +1,122 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+
+from seam_lightning import DataSource, RLHFDataModule, SeamCallback
+from seam_lightning.models import load_tokenizer
+from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
+
+
+class ListSource(CandidateSource):
+    """Candidates from a fixed table: instruction -> answers (a test double with real behaviour)."""
+
+    def __init__(self, table):
+        self.table = table
+        self.calls = 0
+
+    def candidates(self, instructions, responses, num_candidates):
+        self.calls += 1
+        out = [self.table.get(i, [])[:num_candidates] for i in instructions]
+        self.last_stats = CandidateStats.of(out, num_candidates)
+        return out
+
+
+class RLConsumer(LightningModule):
+    """A user's own RL module: trains on RL prompt batches and records which ids it saw per epoch."""
+
+    data_stage = "rl"
+
+    def __init__(self, model_dir):
+        super().__init__()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[int, list[int]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen.setdefault(self.current_epoch, []).extend(batch["ids"].tolist())
+        return (self.weight ** 2).sum() + 0 * batch["input_ids"].float().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.fixture
+def rl_data(tmp_path):
+    rows = [{"instruction": f"Explain `mod.f{i}`.", "response": f"Return the value {i}."} for i in range(10)]
+    path = tmp_path / "rl.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = {r["instruction"]: [f"Split {i} paths.", "Join two paths.", f"The lazy dog {i}."] for i, r in enumerate(rows)}
+    return path, table
+
+
+def _datamodule(path):
+    return RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
+                          rl=DataSource(str(path)), rl_val=None, batch_size=3)
+
+
+def _trainer(tmp_path, epochs, callback, **kwargs):
+    return Trainer(accelerator="cpu", max_epochs=epochs, reload_dataloaders_every_n_epochs=1, callbacks=[callback],
+                   logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                   **kwargs)
+
+
+def test_prune_scores_every_prompt_and_shrinks_the_loader(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    torch.manual_seed(0)
+    callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=2, every_n_epochs=1,
+                            reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir),
+                            scores_path=str(tmp_path / "scores-{epoch}.parquet"), progress=False)
+    module, dm = RLConsumer(str(tiny_model_dir)), _datamodule(path)
+    _trainer(tmp_path, 2, callback, enable_checkpointing=False).fit(module, datamodule=dm)
+
+    assert sorted(callback.scores) == list(range(10))
+    expected = sorted(callback.scores, key=lambda i: (-callback.scores[i], i))[:3]
+    assert callback.pruned_ids == expected
+    assert callback.active_ids == sorted(set(range(10)) - set(expected))
+    # Scored at fit start, so the very first epoch already trains on the active 7 only.
+    assert sorted(module.seen[0]) == callback.active_ids and sorted(module.seen[1]) == callback.active_ids
+    assert callback.rescorings == 3  # fit start + after each of the 2 epochs
+
+    table_out = pq.read_table(tmp_path / "scores-0.parquet").to_pylist()
+    assert len(table_out) == 10 and sum(row["pruned"] for row in table_out) == 3
+    row = next(r for r in table_out if r["id"] == expected[0])
+    assert row["seam"] == pytest.approx(callback.scores[expected[0]]) and len(row["candidate_rewards"]) == 2
+
+
+def test_state_dict_round_trip_resumes_with_the_same_data(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    torch.manual_seed(0)
+    first = SeamCallback(ListSource(table), fraction=0.5, num_candidates=3, every_n_epochs=0,
+                         reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+    trainer = _trainer(tmp_path, 1, first)
+    trainer.fit(RLConsumer(str(tiny_model_dir)), datamodule=_datamodule(path))
+    ckpt = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    source = ListSource(table)
+    resumed = SeamCallback(source, fraction=0.5, num_candidates=3, every_n_epochs=0,
+                           reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+    module, dm = RLConsumer(str(tiny_model_dir)), _datamodule(path)
+    _trainer(tmp_path, 2, resumed).fit(module, datamodule=dm, ckpt_path=ckpt)
+    assert source.calls == 0  # no rescoring on resume
+    assert resumed.scores == first.scores and resumed.active_ids == first.active_ids
+    assert sorted(module.seen[1]) == first.active_ids
+
+
+def test_rescoring_between_epochs_needs_loader_reload(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    callback = SeamCallback(ListSource(table), every_n_epochs=1, reference_policy=str(tiny_model_dir),
+                            reward_model=str(tiny_model_dir))
+    trainer = Trainer(accelerator="cpu", max_epochs=1, callbacks=[callback], logger=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs=1"):
+        trainer.fit(RLConsumer(str(tiny_model_dir)), datamodule=_datamodule(path))
+
+
+def test_missing_models_are_named_in_the_error(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    callback = SeamCallback(ListSource(table), every_n_epochs=0, reward_model=str(tiny_model_dir))
+    with pytest.raises(ValueError, match="needs reference_policy="):
+        _trainer(tmp_path, 1, callback).fit(RLConsumer(str(tiny_model_dir)), datamodule=_datamodule(path))
