@@ -78,3 +78,11 @@ def test_encode_cached_reuses_and_repairs(encoder, tmp_path, caplog):
     assert "corrupt embedding cache" in caplog.text
     np.testing.assert_allclose(again, first, atol=1e-6)
     assert np.load(path).shape == first.shape
+
+
+def test_unwritable_cache_costs_the_cache_not_the_run(encoder, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with caplog.at_level("WARNING"):
+        vectors = encode_cached(encoder, TEXTS[:2], blocker / "x.emb.npy")
+    assert vectors.shape == (2, encoder.dim) and "cannot write cache" in caplog.text

@@ -37,6 +37,13 @@ class CandidateSource(ABC):
     # Stats of the latest `candidates` call; None before the first one.
     last_stats: CandidateStats | None = None
 
+    def prepare(self) -> None:
+        """Optional one-time setup (load a corpus, build an index); `candidates` must work without it.
+
+        Idempotent. A caller under DDP may run it on rank 0 first, then on the other
+        ranks after a barrier, so that an expensive cache is built only once.
+        """
+
     @abstractmethod
     def candidates(self, instructions: list[str], responses: list[str], num_candidates: int) -> list[list[str]]:
         """Up to num_candidates worse responses per example, same order as the inputs."""
