@@ -129,7 +129,10 @@ class SeamCallback(Callback):
         """Score all of D_rl, prune the largest-SEAM fraction, log and (optionally) write the scores."""
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
+        # Candidates are formatted and truncated exactly as the data module formats training data.
         scorer = SeamScorer(self._policy_model(pl_module), self._reward_model(pl_module), self._tokenizer(pl_module),
+                            max_instruction_tokens=datamodule.max_instruction_tokens,
+                            max_response_tokens=datamodule.max_response_tokens,
                             token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)
         results = list(scorer.score(self._examples(records), total=len(records)))
         previous = set(self.pruned_ids)
