@@ -221,7 +221,7 @@ class SeamCallback(Callback):
             name = self.reference_policy or self.reward_model
             if name is None:
                 raise ValueError(f"SeamCallback: {type(pl_module).__name__} has no `tokenizer`; give reference_policy")
-            tokenizer = self._load("tokenizer", lambda n: load_tokenizer(n), name, None)
+            tokenizer = self._load("tokenizer", load_tokenizer, name, None)
         return tokenizer
 
     def _load(self, key: str, loader, name: str, pl_module: LightningModule | None):
