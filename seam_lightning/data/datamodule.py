@@ -18,6 +18,7 @@ from collections import Counter
 from functools import partial
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
@@ -26,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 from seam_lightning.data.collate import collate_preference, collate_rl, collate_sft
 from seam_lightning.data.formatting import Overlong, PromptFormatter
 from seam_lightning.data.records import DataError, DataSource, Record, load_records
+from seam_lightning.data.sampling import EpochShuffleSampler
 
 DataStage = Literal["sft", "preference", "rl"]
 
@@ -50,6 +52,8 @@ class RLHFDataModule(LightningDataModule):
         overlong: ``"truncate"`` keeps the first tokens of an over-long field (a cut response
             gets no EOS); ``"drop"`` skips the example. Counts are logged either way.
         num_workers: DataLoader workers.
+        seed: shuffling seed; epoch e of a split is always in the same order for a given
+            seed, and a run resumed mid-epoch continues with the batches it had not seen.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class RLHFDataModule(LightningDataModule):
         max_response_tokens: int = 192,
         overlong: Overlong = "truncate",
         num_workers: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         if batch_size < 1:
@@ -81,6 +86,7 @@ class RLHFDataModule(LightningDataModule):
         self.max_response_tokens = max_response_tokens
         self.overlong = overlong
         self.num_workers = num_workers
+        self.seed = seed
         self.stage: DataStage | None = None
         self.formatter: PromptFormatter | None = None
         self.stats: Counter[str] = Counter()
@@ -219,4 +225,17 @@ class RLHFDataModule(LightningDataModule):
 
     def _loader(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
         collate = partial(COLLATE[self.stage], pad_id=self.formatter.tokenizer.pad_token_id)
-        return DataLoader(examples, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=self.num_workers)
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffleSampler(len(examples), self.seed)
+            sampler.skip(self._consumed_before_restart() * batch_size)
+        # Its own generator: building the iterator must not draw from the global random stream.
+        return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+
+    def _consumed_before_restart(self) -> int:
+        """Training batches of the current epoch already processed, when resuming mid-epoch; else 0."""
+        trainer = self.trainer
+        if trainer is None or not trainer.fit_loop.restarting:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed

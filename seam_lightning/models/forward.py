@@ -68,3 +68,31 @@ def response_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, la
     """Summed negative log-likelihood of the labelled tokens and their count (for token-weighted means)."""
     logprobs, _ = response_token_logprobs(model, input_ids, attention_mask, labels)
     return -logprobs.sum(), torch.tensor(logprobs.numel(), device=logprobs.device)
+
+
+def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """Logits [B, T − start, V] predicting the tokens ``input_ids[:, start:]`` (the response of a rollout).
+
+    Rollouts put every response at the same column ``start`` (prompts are left-padded),
+    so the output head runs on the T − start positions that predict them and no others.
+    """
+    hidden = hidden_states(model, input_ids, attention_mask)
+    return unwrap(model).get_output_embeddings()(hidden[:, start - 1 : -1]).float()
+
+
+def logprobs_of(logits: Tensor, tokens: Tensor) -> Tensor:
+    """log softmax(logits)[token] per position: [B, T, V] and [B, T] → [B, T]."""
+    return logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def response_values(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """Per-token values [B, T − start] of a reward-model-shaped value model.
+
+    V_t is the score head applied to the state that predicts response token t (the
+    position before it), so V_0 values the prompt alone, as in the RLHF literature.
+    """
+    hidden = hidden_states(model, input_ids, attention_mask)
+    head = getattr(unwrap(model), "score", None)
+    if head is None:
+        raise TypeError(f"{type(unwrap(model)).__name__} has no `score` head; load it with load_reward_model")
+    return head(hidden[:, start - 1 : -1]).squeeze(-1).float()

@@ -44,16 +44,22 @@ class HFModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
-        everything = sum(1 for _ in self.model.parameters())
-        if len(trainable) < everything:
-            state = checkpoint["state_dict"]
-            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in trainable or not k.startswith("model.")}
+        checkpoint["state_dict"] = drop_frozen_parameters(checkpoint["state_dict"], self)
 
     def on_train_end(self) -> None:
         if self.export_dir and self.trainer.is_global_zero:
             path = export_pretrained(self.model, self.tokenizer, self.export_dir)
             rank_zero_info(f"[{type(self).__name__}] exported the trained model to {Path(path).resolve()}")
+
+
+def drop_frozen_parameters(state_dict: dict[str, Any], module: torch.nn.Module) -> dict[str, Any]:
+    """The state dict without frozen parameters: they are reloaded from their source when the module is built.
+
+    With LoRA this keeps a checkpoint of the default model to a few MB (adapters,
+    heads, buffers) instead of the whole frozen base.
+    """
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {k: v for k, v in state_dict.items() if k not in frozen}
 
 
 def perplexity(mean_nll: torch.Tensor) -> torch.Tensor:

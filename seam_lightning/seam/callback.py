@@ -1,7 +1,7 @@
 """SeamCallback: score every RL prompt with SEAM while training runs, and prune the worst.
 
 The callback is an ordinary `lightning.Callback`. On its schedule (at fit start
-and every ``every_n_epochs`` epochs) it builds candidates r* for each RL example
+and after every ``every_n_epochs``-th epoch that another epoch follows) it builds candidates r* for each RL example
 (I, r) with its candidate source, scores them with :class:`SeamScorer`, and
 removes the ``fraction`` of prompts with the **largest** SEAM — the largest
 PM–RM discrepancy — from the data module's RL loader. Ties break by example id.
@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,7 +111,7 @@ class SeamCallback(Callback):
             self.rescore(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not _last_epoch(trainer):
             self.rescore(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
@@ -130,11 +131,12 @@ class SeamCallback(Callback):
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
         # Candidates are formatted and truncated exactly as the data module formats training data.
-        scorer = SeamScorer(self._policy_model(pl_module), self._reward_model(pl_module), self._tokenizer(pl_module),
-                            max_instruction_tokens=datamodule.max_instruction_tokens,
-                            max_response_tokens=datamodule.max_response_tokens,
-                            token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)
-        results = list(scorer.score(self._examples(records), total=len(records)))
+        with self._policy_model(pl_module) as policy:
+            scorer = SeamScorer(policy, self._reward_model(pl_module), self._tokenizer(pl_module),
+                                max_instruction_tokens=datamodule.max_instruction_tokens,
+                                max_response_tokens=datamodule.max_response_tokens,
+                                token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)
+            results = list(scorer.score(self._examples(records), total=len(records)))
         previous = set(self.pruned_ids)
         self.scores = {r.id: r.seam for r in results}
         self.pruned_ids = largest_seam(self.scores, self.fraction)
@@ -182,27 +184,37 @@ class SeamCallback(Callback):
             "seam/misjudgement_rate": float("nan") if empty else misjudged.compute().item(),
             "seam/candidate_token_loglik": float("nan") if empty else loglik.compute().item(),
             "seam/prompts_without_candidates": float(sum(not r.candidate_rewards for r in results)),
+            "seam/pruned": float(len(pruned)),
             "seam/pruned_share": len(pruned) / max(len(results), 1),
             "seam/overlap_with_previous": len(pruned & previous) / len(pruned) if previous and pruned else float("nan"),
         }
 
     # -- which models score -----------------------------------------------------------------
 
-    def _policy_model(self, pl_module: LightningModule) -> torch.nn.Module:
+    @contextmanager
+    def _policy_model(self, pl_module: LightningModule) -> Iterator[torch.nn.Module]:
+        """The policy giving log P_PM(r*|I), valid inside the ``with`` block.
+
+        A module may expose π_ref as a ``reference()`` context manager rather than a
+        model (PPO with LoRA: the policy with its adapters switched off).
+        """
         if self.policy == "current":
             model = getattr(pl_module, "policy", None)
             if model is None and getattr(pl_module, "data_stage", None) == "sft":
                 model = pl_module.model
             if model is None:
                 raise ValueError(f"SeamCallback(policy='current'): {type(pl_module).__name__} exposes no `policy`")
-            return model
-        if self.reference_policy is not None:
-            return self._load("policy", load_policy, self.reference_policy, pl_module)
-        model = getattr(pl_module, "reference_policy", None)
-        if model is None:
+            yield model
+        elif self.reference_policy is not None:
+            yield self._load("policy", load_policy, self.reference_policy, pl_module)
+        elif callable(getattr(pl_module, "reference", None)):
+            with pl_module.reference() as model:
+                yield model
+        elif getattr(pl_module, "reference_policy", None) is not None:
+            yield pl_module.reference_policy
+        else:
             raise ValueError("SeamCallback(policy='reference') needs reference_policy=<path of the SFT policy> "
-                             f"({type(pl_module).__name__} exposes no `reference_policy`)")
-        return model
+                             f"({type(pl_module).__name__} exposes no reference policy)")
 
     def _reward_model(self, pl_module: LightningModule) -> torch.nn.Module:
         if self.reward_model is not None:
@@ -232,6 +244,14 @@ class SeamCallback(Callback):
                 obj = obj.to(pl_module.device).eval().requires_grad_(False)
             self._loaded[key] = obj
         return self._loaded[key]
+
+
+def _last_epoch(trainer: Trainer) -> bool:
+    """True when no training epoch follows this one (a rescoring now would serve nothing)."""
+    loop = trainer.fit_loop
+    max_epochs = loop.max_epochs if loop.max_epochs is not None and loop.max_epochs >= 0 else None
+    steps_done = loop.max_steps >= 0 and trainer.global_step >= loop.max_steps
+    return trainer.should_stop or steps_done or (max_epochs is not None and trainer.current_epoch + 1 >= max_epochs)
 
 
 def _datamodule(trainer: Trainer):

@@ -3,25 +3,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
+from candidates import ListSource
 from lightning.pytorch import LightningModule, Trainer
 
 from seam_lightning import DataSource, RLHFDataModule, SeamCallback
 from seam_lightning.models import load_tokenizer
-from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
-
-
-class ListSource(CandidateSource):
-    """Candidates from a fixed table: instruction -> answers (a test double with real behaviour)."""
-
-    def __init__(self, table):
-        self.table = table
-        self.calls = 0
-
-    def candidates(self, instructions, responses, num_candidates):
-        self.calls += 1
-        out = [self.table.get(i, [])[:num_candidates] for i in instructions]
-        self.last_stats = CandidateStats.of(out, num_candidates)
-        return out
 
 
 class RLConsumer(LightningModule):
@@ -78,7 +64,8 @@ def test_prune_scores_every_prompt_and_shrinks_the_loader(tiny_model_dir, rl_dat
     assert callback.active_ids == sorted(set(range(10)) - set(expected))
     # Scored at fit start, so the very first epoch already trains on the active 7 only.
     assert sorted(module.seen[0]) == callback.active_ids and sorted(module.seen[1]) == callback.active_ids
-    assert callback.rescorings == 3  # fit start + after each of the 2 epochs
+    # At fit start and after epoch 0; not after the last epoch, which nothing would train on.
+    assert callback.rescorings == 2
 
     table_out = pq.read_table(tmp_path / "scores-0.parquet").to_pylist()
     assert len(table_out) == 10 and sum(row["pruned"] for row in table_out) == 3

@@ -1,0 +1,444 @@
+"""PPOModule: RLHF with PPO on D_rl (the paper's third stage, Appendix A and C.1).
+
+Each training step is one PPO step: sample responses to a batch of RL prompts,
+score them with the reward model, penalise per-token KL to the SFT policy, estimate
+advantages with GAE against a value model initialised from the reward model, and
+make ``ppo_epochs`` passes of clipped policy and value updates over mini-batches.
+Optimisation is manual, so Lightning's ``global_step`` counts optimizer updates
+(two per mini-batch update: policy and value); the run length in PPO steps is
+``max_ppo_steps``, or the number of batches the Trainer feeds.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
+from seam_lightning.models.loading import LoRASettings, Quantization, export_pretrained, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.modules.base import drop_frozen_parameters
+from seam_lightning.rl.functional import (
+    KLEstimator,
+    entropy_from_logits,
+    gae,
+    kl_penalty,
+    masked_mean,
+    masked_sum,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+from seam_lightning.rl.generation import Responses, SamplingSettings, sample_responses
+from seam_lightning.rl.kl_controller import kl_controller
+from seam_lightning.rl.normalization import RunningMoments
+
+RewardFunction = Callable[[list[str], list[str]], Any]
+"""(instructions, responses) → one score per response (list or tensor): a programmatic reward."""
+
+NO_DROPOUT = LoRASettings(dropout=0.0)
+
+
+class PPOModule(LightningModule):
+    """PPO with the RM's reward and a per-token KL penalty to the SFT policy.
+
+    Args:
+        policy: the SFT policy to start from (its export folder; any hub name / folder / ``bundled:``).
+        reward_model: the trained RM (frozen). It must share the policy's tokenizer.
+        value_model: where the value model starts (default: the reward model, as in the paper).
+        reward_fn: a programmatic reward ``f(instructions, responses) -> scores`` instead of an RM.
+        lora: LoRA of the policy. The reference policy is then the same weights with the
+            adapters disabled (no second copy); with ``None`` a frozen copy is loaded.
+        value_lora: LoRA of the value model (its score head is always trained in full).
+        quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
+        sampling: response sampling (max new tokens, temperature, top-k, top-p).
+        learning_rate: policy AdamW learning rate (paper: 1.4e-5).
+        value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
+        weight_decay: AdamW weight decay.
+        ppo_epochs: passes over each rollout batch.
+        mini_batch_size: rows per update; must divide the data module's batch size.
+        gradient_accumulation_steps: mini-batches whose gradients make one update.
+        clip_range: ε of the clipped policy objective.
+        value_clip_range: ε of the clipped value loss (None: unclipped).
+        gamma, lam: discount and GAE λ.
+        kl_coef: β, the initial one when adaptive.
+        kl_target: target sequence KL of the adaptive controller (None: fixed β).
+        kl_horizon: horizon of the adaptive controller, in samples.
+        kl_estimator: per-token KL estimate in the reward: ``k1`` (log-ratio), ``k2`` or ``k3``.
+        reward_normalization: ``"batch"`` whitens scores per batch, ``"running"`` by the
+            mean/std of all scores so far, ``"none"`` leaves them.
+        reward_clip: clip (normalised) scores to ±this.
+        whiten_advantages: whiten advantages per batch.
+        missing_eos_penalty: subtracted from the score of a response cut at ``max_new_tokens``.
+        max_grad_norm: clip each model's gradient norm (None: no clipping).
+        max_ppo_steps: stop after this many PPO steps (None: when the Trainer stops).
+        evaluate_at_start: measure the held-out reward before the first update (``val/reward_before``).
+        eval_greedy: evaluate greedy responses (deterministic) rather than sampled ones.
+        export_dir: where to write the trained policy (None: no export).
+    """
+
+    data_stage: ClassVar[str] = "rl"
+
+    def __init__(
+        self,
+        policy: str = "runs/sft/export",
+        reward_model: str | None = "runs/reward/export",
+        value_model: str | None = None,
+        reward_fn: RewardFunction | None = None,
+        lora: LoRASettings | None = NO_DROPOUT,
+        value_lora: LoRASettings | None = NO_DROPOUT,
+        quantization: Quantization | None = None,
+        sampling: SamplingSettings = SamplingSettings(),
+        learning_rate: float = 1.4e-5,
+        value_learning_rate: float | None = None,
+        weight_decay: float = 0.0,
+        ppo_epochs: int = 4,
+        mini_batch_size: int = 8,
+        gradient_accumulation_steps: int = 1,
+        clip_range: float = 0.2,
+        value_clip_range: float | None = 0.2,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        kl_coef: float = 0.2,
+        kl_target: float | None = 6.0,
+        kl_horizon: int = 10000,
+        kl_estimator: KLEstimator = "k1",
+        reward_normalization: Literal["none", "batch", "running"] = "none",
+        reward_clip: float | None = None,
+        whiten_advantages: bool = True,
+        missing_eos_penalty: float | None = None,
+        max_grad_norm: float | None = 1.0,
+        max_ppo_steps: int | None = None,
+        evaluate_at_start: bool = True,
+        eval_greedy: bool = True,
+        export_dir: str | None = None,
+    ):
+        super().__init__()
+        if (reward_model is None) == (reward_fn is None):
+            raise ValueError("PPOModule needs exactly one of reward_model (a path) and reward_fn (a function)")
+        if ppo_epochs < 1 or mini_batch_size < 1 or gradient_accumulation_steps < 1:
+            raise ValueError("ppo_epochs, mini_batch_size and gradient_accumulation_steps must be >= 1")
+        if reward_normalization not in ("none", "batch", "running"):
+            raise ValueError(f"reward_normalization must be 'none', 'batch' or 'running', got {reward_normalization!r}")
+        kl_penalty(torch.zeros(1), torch.zeros(1), kl_estimator)  # reject a bad estimator name now, not at step 1
+        self.save_hyperparameters(ignore=["reward_fn"])
+        self.automatic_optimization = False
+        # Frozen weights are reloaded from their sources, not stored in checkpoints.
+        self.strict_loading = False
+
+        self.tokenizer = load_tokenizer(policy)
+        self.policy = load_policy(policy, lora=lora, quantization=quantization)
+        # With LoRA, π_ref is the policy with its adapters switched off (see `reference`).
+        self.reference_policy = None if lora is not None else _frozen(load_policy(policy, quantization=quantization))
+        self.reward_fn = reward_fn
+        self.reward_model = None
+        if reward_model is not None:
+            _check_same_tokenizer(self.tokenizer, reward_model)
+            self.reward_model = _frozen(load_reward_model(reward_model, quantization=quantization))
+        value_source = value_model or reward_model or policy
+        _check_same_tokenizer(self.tokenizer, value_source)
+        self.value_model = load_reward_model(value_source, lora=value_lora, quantization=quantization)
+
+        self.sampling = sampling
+        self.kl_controller = kl_controller(kl_coef, kl_target, kl_horizon)
+        self.reward_moments = RunningMoments()
+        self.ppo_step = 0
+        self._rng_to_restore: dict[str, Any] | None = None
+        self.val_reward, self.val_kl, self.val_length = MeanMetric(), MeanMetric(), MeanMetric()
+
+    # -- models -----------------------------------------------------------------------------
+
+    @contextmanager
+    def reference(self) -> Iterator[nn.Module]:
+        """The frozen reference policy π_ref (π_SFT): with LoRA, the policy with adapters disabled."""
+        if self.reference_policy is not None:
+            yield self.reference_policy
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        groups = [(self.policy, hp.learning_rate), (self.value_model, hp.value_learning_rate or hp.learning_rate)]
+        optimizers = []
+        for model, lr in groups:
+            params = [p for p in model.parameters() if p.requires_grad]
+            if not params:
+                raise ValueError(f"PPOModule: the {type(model).__name__} has no trainable parameters")
+            optimizers.append(torch.optim.AdamW(params, lr=lr, weight_decay=hp.weight_decay))
+        return optimizers
+
+    # -- one PPO step -----------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # resumed: continue the random stream where it stopped
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        hp = self.hparams
+        if len(batch["ids"]) % hp.mini_batch_size:
+            raise ValueError(f"mini_batch_size={hp.mini_batch_size} must divide the batch size {len(batch['ids'])}")
+        # No dropout anywhere: the ratio π/π_old must be exactly 1 before the first update.
+        self.policy.eval()
+        self.value_model.eval()
+
+        started = time.perf_counter()
+        rollout = self.rollout(batch)
+        rollout_time = time.perf_counter() - started
+        started = time.perf_counter()
+        update_stats = self.update(rollout)
+        update_time = time.perf_counter() - started
+
+        self.kl_controller.update(rollout["sequence_kl"].mean().item(), n_steps=len(batch["ids"]))
+        self.ppo_step += 1
+        mask = rollout["mask"]
+        stats = {
+            "train/reward": rollout["raw_scores"].mean(),
+            "train/reward_std": rollout["raw_scores"].std() if len(mask) > 1 else torch.zeros(()),
+            "train/kl": rollout["sequence_kl"].mean(),
+            "train/kl_coef": torch.tensor(self.kl_controller.value),
+            "train/non_score_reward": masked_sum(rollout["rewards"], mask) / len(mask) - rollout["scores"].mean(),
+            "train/response_length": mask.sum(-1).float().mean(),
+            "train/no_eos_fraction": (~rollout["ended"]).float().mean(),
+            "train/advantage_mean": masked_mean(rollout["advantages"], mask),
+            "train/value_mean": masked_mean(rollout["values"], mask),
+            "train/ppo_step": torch.tensor(float(self.ppo_step)),
+            "time/generation_s": torch.tensor(rollout["generation_time"]),
+            "time/rollout_s": torch.tensor(rollout_time),
+            "time/update_s": torch.tensor(update_time),
+            **update_stats,
+        }
+        self.log_dict({k: v.float() for k, v in stats.items()}, batch_size=len(mask))
+        self.log("reward", stats["train/reward"].float(), prog_bar=True, logger=False, batch_size=len(mask))
+        self.log("kl", stats["train/kl"].float(), prog_bar=True, logger=False, batch_size=len(mask))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams.max_ppo_steps is not None and self.ppo_step >= self.hparams.max_ppo_steps:
+            self.trainer.should_stop = True
+
+    @torch.no_grad()
+    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Sample responses and compute everything PPO needs about them (no gradients)."""
+        hp = self.hparams
+        started = time.perf_counter()
+        responses = self._sample(batch, greedy=False)
+        generation_time = time.perf_counter() - started
+
+        logprobs, ref_logprobs, values = [], [], []
+        for rows in _row_chunks(len(batch["ids"]), hp.mini_batch_size):
+            seq, attn, tokens = responses.sequences[rows], responses.attention_mask[rows], responses.tokens[rows]
+            logprobs.append(self._logprobs(self.policy, seq, attn, tokens, responses.start))
+            with self.reference() as reference:
+                ref_logprobs.append(self._logprobs(reference, seq, attn, tokens, responses.start))
+            values.append(response_values(self.value_model, seq, attn, responses.start))
+        logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
+
+        mask = responses.response_mask
+        raw_scores = self._scores(batch, responses)
+        scores = self._shape_scores(raw_scores, responses.ended)
+        kl = kl_penalty(logprobs, ref_logprobs, hp.kl_estimator)
+        rewards = token_rewards(scores, kl, self.kl_controller.value, mask)
+        advantages, returns = gae(rewards, values, mask, hp.gamma, hp.lam)
+        if hp.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+        return {
+            "responses": responses, "mask": mask, "logprobs": logprobs, "values": values,
+            "raw_scores": raw_scores, "scores": scores, "rewards": rewards, "advantages": advantages,
+            "returns": returns, "ended": responses.ended, "generation_time": generation_time,
+            # Sequence KL (k1 summed over tokens) is what the adaptive controller targets.
+            "sequence_kl": masked_sum(logprobs - ref_logprobs, mask, dim=-1),
+        }
+
+    def update(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
+        """``ppo_epochs`` passes of clipped policy and value updates over shuffled mini-batches."""
+        hp = self.hparams
+        responses: Responses = rollout["responses"]
+        policy_opt, value_opt = self.optimizers()
+        n_rows = len(rollout["mask"])
+        per_epoch = n_rows // hp.mini_batch_size
+        totals: dict[str, list[Tensor]] = {}
+        for _ in range(hp.ppo_epochs):
+            order = torch.randperm(n_rows, device=rollout["mask"].device)
+            for i in range(per_epoch):
+                rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
+                seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout["mask"][rows]
+                logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
+                logprobs = logprobs_of(logits, responses.tokens[rows])
+                pg_loss, clip_fraction, approx_kl = policy_loss(
+                    logprobs, rollout["logprobs"][rows], rollout["advantages"][rows], mask, hp.clip_range)
+                values = response_values(self.value_model, seq, attn, responses.start)
+                vf_loss, vf_clip_fraction = value_loss(
+                    values, rollout["values"][rows], rollout["returns"][rows], mask, hp.value_clip_range)
+                self.manual_backward(pg_loss / hp.gradient_accumulation_steps)
+                self.manual_backward(vf_loss / hp.gradient_accumulation_steps)
+                if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
+                    for optimizer in (policy_opt, value_opt):
+                        if hp.max_grad_norm is not None:
+                            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    entropy = masked_mean(entropy_from_logits(logits), mask)
+                for name, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_fraction", clip_fraction),
+                                    ("value_clip_fraction", vf_clip_fraction), ("approx_kl", approx_kl),
+                                    ("entropy", entropy)):
+                    totals.setdefault(f"train/{name}", []).append(value.detach())
+        return {name: torch.stack(values).mean() for name, values in totals.items()}
+
+    def _sample(self, batch: dict[str, Any], greedy: bool) -> Responses:
+        return sample_responses(self.policy, batch["input_ids"], batch["attention_mask"], self.sampling,
+                                eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                                greedy=greedy)
+
+    def _logprobs(self, model: nn.Module, seq: Tensor, attn: Tensor, tokens: Tensor, start: int) -> Tensor:
+        return logprobs_of(response_logits(model, seq, attn, start) / self.sampling.temperature, tokens)
+
+    def _scores(self, batch: dict[str, Any], responses: Responses) -> Tensor:
+        """R(I∘r) per response: the reward model's, or the programmatic reward's."""
+        if self.reward_model is not None:
+            return sequence_rewards(self.reward_model, responses.sequences, responses.attention_mask)
+        texts = self.tokenizer.batch_decode(
+            [tokens[mask.bool()] for tokens, mask in zip(responses.tokens, responses.response_mask)],
+            skip_special_tokens=True)
+        scores = torch.as_tensor(self.reward_fn(list(batch["instruction"]), texts), dtype=torch.float32)
+        if scores.shape != (len(texts),):
+            raise ValueError(f"reward_fn returned shape {tuple(scores.shape)} for {len(texts)} responses")
+        return scores.to(self.device)
+
+    def _shape_scores(self, scores: Tensor, ended: Tensor) -> Tensor:
+        hp = self.hparams
+        scores = scores.float()
+        if not torch.isfinite(scores).all():
+            raise FloatingPointError(f"non-finite reward for RL example(s) {torch.nonzero(~torch.isfinite(scores)).flatten().tolist()}")
+        if hp.missing_eos_penalty is not None:
+            scores = scores - hp.missing_eos_penalty * (~ended).float()
+        if hp.reward_normalization == "batch" and len(scores) > 1:
+            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        elif hp.reward_normalization == "running":
+            self.reward_moments.update(scores)
+            scores = (scores - self.reward_moments.mean) / (self.reward_moments.std + 1e-8)
+        if hp.reward_clip is not None:
+            scores = scores.clamp(-hp.reward_clip, hp.reward_clip)
+        return scores
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Reward, sequence KL to π_ref and length of one response per held-out prompt."""
+        responses = self._sample(batch, greedy=self.hparams.eval_greedy)
+        tokens, start = responses.tokens, responses.start
+        logprobs = self._logprobs(self.policy, responses.sequences, responses.attention_mask, tokens, start)
+        with self.reference() as reference:
+            ref_logprobs = self._logprobs(reference, responses.sequences, responses.attention_mask, tokens, start)
+        return {
+            "reward": self._scores(batch, responses).float(),
+            "kl": masked_sum(logprobs - ref_logprobs, responses.response_mask, dim=-1),
+            "length": responses.lengths.float(),
+        }
+
+    def on_validation_epoch_start(self) -> None:
+        for metric in (self.val_reward, self.val_kl, self.val_length):
+            metric.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.policy.eval()
+        result = self.evaluate_batch(batch)
+        self.val_reward.update(result["reward"])
+        self.val_kl.update(result["kl"])
+        self.val_length.update(result["length"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/reward", self.val_reward.compute(), prog_bar=True)
+        self.log("val/kl", self.val_kl.compute())
+        self.log("val/response_length", self.val_length.compute())
+
+    def on_train_start(self) -> None:
+        if not self.hparams.evaluate_at_start or self.trainer.global_step > 0:
+            return
+        datamodule = self.trainer.datamodule
+        loader = datamodule.val_dataloader() if datamodule is not None else []
+        if not loader:
+            return
+        self.policy.eval()
+        rewards = []
+        for batch in loader:
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            rewards.append(self.evaluate_batch(batch)["reward"])
+        before = torch.cat(rewards).mean().item()
+        metrics = {"val/reward_before": before}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=0)
+        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        rank_zero_info(f"[PPOModule] mean reward on {sum(len(r) for r in rewards)} held-out prompts before training: {before:.4f}")
+
+    # -- checkpoints and export ---------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = drop_frozen_parameters(checkpoint["state_dict"], self)
+        checkpoint["ppo"] = {
+            "ppo_step": self.ppo_step,
+            "kl_controller": self.kl_controller.state_dict(),
+            "reward_moments": self.reward_moments.state_dict(),
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ppo")
+        if state is None:
+            return
+        self.ppo_step = state["ppo_step"]
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
+        # Applied at the next training step: restoring the trainer consumes random numbers in between.
+        self._rng_to_restore = state["rng"]
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            path = export_pretrained(self.policy, self.tokenizer, self.hparams.export_dir)
+            rank_zero_info(f"[PPOModule] exported the trained policy to {path.resolve()}")
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    return model.eval().requires_grad_(False)
+
+
+def _check_same_tokenizer(tokenizer, name: str) -> None:
+    # Rewards and values are read off the policy's own token ids, so the vocabularies must agree.
+    other = load_tokenizer(name)
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{name}: its tokenizer differs from the policy's; PPO needs the reward and value "
+                         "models to share the policy's vocabulary")
+
+
+def _row_chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, start + size)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # Plain lists, not arrays, so checkpoints load with torch.load(weights_only=True).
+    numpy_state = [kind, keys.tolist(), position, has_gauss, gauss]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,149 @@
+"""The PPO math as plain tensor functions (RLHF objective of Ouyang et al. 2022; PPO of Schulman et al. 2017).
+
+Every function takes ``[B, T]`` per-token tensors of the response part and a
+``mask`` that is 1 on real response tokens (up to and including EOS) and 0 on
+padding, and never lets a padded position leak into a result.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+KLEstimator = Literal["k1", "k2", "k3"]
+
+
+def masked_sum(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Sum of ``values`` where ``mask`` is 1 (NaN in masked slots does not leak)."""
+    values = values.masked_fill(mask == 0, 0.0)
+    return values.sum() if dim is None else values.sum(dim)
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean over the unmasked entries (of all, or along ``dim``); 0 where nothing is unmasked."""
+    count = mask.sum() if dim is None else mask.sum(dim)
+    return masked_sum(values, mask, dim) / count.clamp(min=1)
+
+
+def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance over the unmasked entries (Bessel-corrected by default)."""
+    mean = masked_mean(values, mask)
+    n = mask.sum()
+    var = masked_sum((values - mean) ** 2, mask) / n.clamp(min=1)
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x − mean) / std over the unmasked entries; masked entries become 0.
+
+    With ``shift_mean=False`` the mean is added back (scale only), as for rewards
+    whose sign carries meaning.
+    """
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened.masked_fill(mask == 0, 0.0)
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = "k1") -> Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from samples of π (Schulman, "Approximating KL divergence", 2020).
+
+    With log r = log π_ref(y) − log π(y):
+    k1 = −log r (unbiased, can be negative), k2 = ½ (log r)² (low variance, biased),
+    k3 = (r − 1) − log r (unbiased and never negative).
+    """
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"kl_estimator must be 'k1', 'k2' or 'k3', got {estimator!r}")
+
+
+def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float, mask: Tensor) -> Tensor:
+    """Per-token rewards r_t = −β·KL_t, plus the sequence score R(I∘r) on the last response token.
+
+    Args:
+        scores: reward-model score per sequence [B].
+        kl: per-token KL estimate [B, T].
+        kl_coef: β.
+        mask: response mask [B, T]; every row must have at least one real token.
+    """
+    rewards = (-kl_coef * kl).masked_fill(mask == 0, 0.0)
+    last = mask.sum(-1).long() - 1
+    if (last < 0).any():
+        raise ValueError("token_rewards: a response has no tokens; its score has nowhere to go")
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, Eq. 16) over the response tokens.
+
+    δ_t = r_t + γ V_{t+1} − V_t and A_t = δ_t + γλ A_{t+1}, with V and A zero after
+    the last real token. Returns ``(advantages, returns)`` with returns = A + V, both
+    zero where ``mask`` is 0.
+    """
+    rewards = rewards.masked_fill(mask == 0, 0.0)
+    values = values.masked_fill(mask == 0, 0.0)
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    advantages = advantages.masked_fill(mask == 0, 0.0)
+    return advantages, (advantages + values).masked_fill(mask == 0, 0.0)
+
+
+def policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """PPO's clipped surrogate loss (Schulman et al. 2017, Eq. 7), as a token mean to minimise.
+
+    L = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε)), ρ_t = π(y_t)/π_old(y_t).
+    Returns ``(loss, clip_fraction, approx_kl)``; approx-KL is the k3 estimate of
+    KL(π_old ‖ π) on the batch, the usual early-warning signal of a too-large update.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+        approx_kl = masked_mean(torch.expm1(-log_ratio) + log_ratio, mask)
+    return loss, clip_fraction, approx_kl
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range: float | None
+) -> tuple[Tensor, Tensor]:
+    """Clipped value loss ½ mean_t max((V − G)², (V_clip − G)²), V_clip = V_old + clip(V − V_old, ±ε).
+
+    ``clip_range=None`` gives the plain squared error. Returns ``(loss, clip_fraction)``.
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range is None:
+        return 0.5 * masked_mean(unclipped, mask), torch.zeros((), device=values.device)
+    clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+    return loss, clip_fraction
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the categorical distribution at each position: −Σ p log p over the last dim."""
+    logp = logits.float().log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)

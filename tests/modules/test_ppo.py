@@ -1,0 +1,160 @@
+import json
+
+import pytest
+import torch
+from candidates import ListSource
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from seam_lightning import DataSource, LoRASettings, RLHFDataModule, SeamCallback
+from seam_lightning.models.forward import logprobs_of, response_logits
+from seam_lightning.models.loading import load_policy
+from seam_lightning.modules.ppo import PPOModule
+from seam_lightning.rl.generation import SamplingSettings
+
+
+def count_o(instructions, responses):
+    """A programmatic reward the tiny model can learn quickly: how many letters 'o' it writes."""
+    return [float(r.count("o")) for r in responses]
+
+
+@pytest.fixture
+def rl_file(tmp_path):
+    rows = [{"instruction": f"What does `json.dumps` do? ({i})", "response": f"Serialize obj {i}."} for i in range(16)]
+    path = tmp_path / "rl.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _datamodule(path, batch_size=8, val=True):
+    return RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None, rl=DataSource(str(path)),
+                          rl_val=DataSource(str(path), limit=4) if val else None, batch_size=batch_size)
+
+
+def _trainer(tmp_path, callbacks=(), **kwargs):
+    return Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks), **kwargs)
+
+
+class History(Callback):
+    """Records the logged metrics of every PPO step."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+
+def test_programmatic_reward_rises_and_kl_stays_bounded(tiny_model_dir, rl_file, tmp_path):
+    seed_everything(0)
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=None, value_lora=None,
+                       sampling=SamplingSettings(max_new_tokens=12), learning_rate=1e-2, ppo_epochs=4,
+                       mini_batch_size=4, kl_coef=0.2, kl_target=None, max_ppo_steps=30, evaluate_at_start=False)
+    history = History()
+    _trainer(tmp_path, [history], enable_checkpointing=False, check_val_every_n_epoch=None, val_check_interval=None,
+             limit_val_batches=0).fit(module, datamodule=_datamodule(rl_file))
+
+    rewards = [s["train/reward"] for s in history.steps]
+    assert len(rewards) == 30 and module.ppo_step == 30
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 2.0, rewards  # about 0.8 -> 5 'o's in 12 tokens
+    kls = [s["train/kl"] for s in history.steps]
+    # β keeps the policy far from the deterministic optimum (12·log 300 ≈ 68 nats).
+    assert all(abs(kl) < 35 for kl in kls), kls
+    assert history.steps[-1]["train/entropy"] < history.steps[0]["train/entropy"]
+
+
+def _resumable_module(tiny_model_dir, max_ppo_steps):
+    return PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=LoRASettings(r=4),
+                     sampling=SamplingSettings(max_new_tokens=6), learning_rate=1e-2, ppo_epochs=2, mini_batch_size=2,
+                     kl_coef=0.1, kl_target=1.0, kl_horizon=20, reward_normalization="running",
+                     max_ppo_steps=max_ppo_steps, evaluate_at_start=False)
+
+
+def _seam(table, tiny_model_dir):
+    return SeamCallback(ListSource(table), fraction=0.25, num_candidates=2, every_n_epochs=0,
+                        reward_model=str(tiny_model_dir), progress=False)
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_model_dir, rl_file, tmp_path):
+    rows = [json.loads(line) for line in rl_file.read_text().splitlines()]
+    table = {r["instruction"]: ["Join two paths.", f"The lazy dog {i}."] for i, r in enumerate(rows)}
+    updates_per_step = 2 * 2 * 2  # (policy + value) × ppo_epochs × mini-batches per batch of 4
+
+    def run(max_ppo_steps, directory, ckpt_path=None):
+        seed_everything(0)
+        module, history = _resumable_module(tiny_model_dir, max_ppo_steps), History()
+        checkpoints = ModelCheckpoint(dirpath=directory, every_n_train_steps=updates_per_step, save_top_k=-1)
+        datamodule = _datamodule(rl_file, batch_size=4, val=False)
+        trainer = _trainer(tmp_path, [history, checkpoints, _seam(table, tiny_model_dir)])
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        return module, history, datamodule, trainer
+
+    # 12 active prompts after pruning = 3 batches per epoch: step 2 stops mid-epoch.
+    full, full_history, full_data, _ = run(4, tmp_path / "full")
+    run(2, tmp_path / "first")
+    checkpoint = tmp_path / "first" / f"epoch=0-step={2 * updates_per_step}.ckpt"
+    assert checkpoint.is_file()
+    resumed, resumed_history, resumed_data, trainer = run(4, tmp_path / "second", ckpt_path=str(checkpoint))
+
+    assert resumed.ppo_step == full.ppo_step == 4 and trainer.global_step == 4 * updates_per_step
+    assert resumed_data.active_rl_ids == full_data.active_rl_ids and len(full_data.active_rl_ids) == 12
+    for key in ("train/reward", "train/kl", "train/kl_coef", "train/policy_loss", "train/value_loss"):
+        got = [s[key] for s in resumed_history.steps]
+        expected = [s[key] for s in full_history.steps[2:]]
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-5), key
+    assert resumed.kl_controller.value == pytest.approx(full.kl_controller.value, rel=1e-6)
+    assert resumed.reward_moments.state_dict() == pytest.approx(full.reward_moments.state_dict())
+    for (name, got), expected in zip(resumed.named_parameters(), full.parameters()):
+        if got.requires_grad:
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    optimizer_state = trainer.optimizers[0].state_dict()["state"]
+    assert optimizer_state and all(s["step"].item() == 4 * 2 * 2 for s in optimizer_state.values())
+
+
+def test_reference_is_the_starting_policy_with_lora(tiny_model_dir, rl_file, tmp_path):
+    seed_everything(0)
+    module = _resumable_module(tiny_model_dir, max_ppo_steps=2)
+    _trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=_datamodule(rl_file, 4, val=False))
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    mask = torch.ones_like(ids)
+    starting = load_policy(str(tiny_model_dir)).eval()
+    with torch.no_grad():
+        expected = logprobs_of(response_logits(starting, ids, mask, 2), ids[:, 2:])
+        with module.reference() as reference:
+            got = logprobs_of(response_logits(reference, ids, mask, 2), ids[:, 2:])
+        trained = logprobs_of(response_logits(module.policy, ids, mask, 2), ids[:, 2:])
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(trained, expected)
+
+
+def test_reward_model_run_checkpoints_only_trainable_weights(tiny_model_dir, rl_file, tmp_path):
+    seed_everything(0)
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), lora=LoRASettings(r=4),
+                       sampling=SamplingSettings(max_new_tokens=4), ppo_epochs=1, mini_batch_size=4, max_ppo_steps=1,
+                       missing_eos_penalty=1.0, reward_normalization="batch", reward_clip=3.0,
+                       export_dir=str(tmp_path / "export"))
+    trainer = _trainer(tmp_path, enable_checkpointing=False)
+    trainer.fit(module, datamodule=_datamodule(rl_file, 4))
+    assert "val/reward_before" in trainer.callback_metrics and "val/reward" in trainer.callback_metrics
+    trainer.save_checkpoint(tmp_path / "ppo.ckpt")
+    state = torch.load(tmp_path / "ppo.ckpt", weights_only=False)["state_dict"]
+    assert not any(k.startswith("reward_model.") for k in state)
+    policy_keys = [k for k in state if k.startswith("policy.")]
+    assert policy_keys and all("lora_" in k for k in policy_keys)
+    assert any(k.startswith("value_model.") and "score" in k for k in state)
+    assert (tmp_path / "export" / "config.json").is_file()
+
+
+def test_rejects_bad_settings(tiny_model_dir, rl_file, tmp_path):
+    with pytest.raises(ValueError, match="exactly one of reward_model"):
+        PPOModule(policy=str(tiny_model_dir), reward_model=None)
+    with pytest.raises(ValueError, match="exactly one of reward_model"):
+        PPOModule(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), reward_fn=count_o)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, kl_estimator="k4")
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, mini_batch_size=3,
+                       evaluate_at_start=False)
+    with pytest.raises(ValueError, match="mini_batch_size=3 must divide the batch size 4"):
+        _trainer(tmp_path, enable_checkpointing=False).fit(module, datamodule=_datamodule(rl_file, 4, val=False))
