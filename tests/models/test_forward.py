@@ -57,3 +57,80 @@ def test_response_logprobs_match_full_forward_and_ignore_padding(policy):
     sums = torch.zeros(3).index_add_(0, rows, logprobs)
     left_sums = torch.zeros(3).index_add_(0, left_rows, left_logprobs)
     torch.testing.assert_close(left_sums, sums, atol=1e-4, rtol=1e-5)
+
+
+# --- response logits, log-probs and values (PPO) ------------------------------------------
+
+from seam_lightning.models.forward import (  # noqa: E402
+    logprobs_of,
+    position_ids_from_mask,
+    response_logits,
+    response_values,
+)
+
+PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
+RESPONSES = [[70, 71, 72, 2], [80, 81, 2], [90, 2]]
+
+
+def _rollout(prompts, responses, pad_id=2):
+    """Left-padded prompts with right-padded responses after them, as sample_responses lays them out."""
+    ids, mask = pad(prompts, pad_id, "left")
+    resp, resp_mask = pad(responses, pad_id, "right")
+    return torch.cat([ids, resp], 1), torch.cat([mask, resp_mask], 1), ids.shape[1], resp_mask
+
+
+@torch.inference_mode()
+def test_response_logits_match_plain_forward_at_predicting_positions(policy):
+    ids, mask, start, _ = _rollout(PROMPTS, RESPONSES)
+    logits = response_logits(policy, ids, mask, start)
+    assert logits.shape == (3, ids.shape[1] - start, policy.config.vocab_size)
+    assert logits.dtype == torch.float32
+    full = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    torch.testing.assert_close(logits, full[:, start - 1 : -1], atol=1e-5, rtol=1e-5)
+
+
+def test_logprobs_of_is_log_softmax_gather():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7) * 3
+    tokens = torch.randint(0, 7, (2, 5))
+    expected = torch.empty(2, 5)
+    for b in range(2):
+        for t in range(5):
+            expected[b, t] = logits[b, t, tokens[b, t]] - torch.logsumexp(logits[b, t], -1)
+    torch.testing.assert_close(logprobs_of(logits, tokens), expected, atol=1e-6, rtol=1e-6)
+    assert (logprobs_of(logits, tokens) <= 0).all()
+
+
+@torch.inference_mode()
+def test_response_logprobs_do_not_depend_on_left_padding_or_batch(policy):
+    ids, mask, start, resp_mask = _rollout(PROMPTS, RESPONSES)
+    batched = logprobs_of(response_logits(policy, ids, mask, start), ids[:, start:])
+    for row, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
+        a_ids, a_mask, a_start, _ = _rollout([prompt], [response])
+        alone = logprobs_of(response_logits(policy, a_ids, a_mask, a_start), a_ids[:, a_start:])[0]
+        n = len(response)
+        assert resp_mask[row].sum() == n
+        torch.testing.assert_close(batched[row, :n], alone, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_response_values_are_score_head_at_each_predicting_position(reward_model):
+    ids, mask, start, resp_mask = _rollout(PROMPTS, RESPONSES)
+    values = response_values(reward_model, ids, mask, start)
+    assert values.shape == (3, ids.shape[1] - start)
+    for t in (0, 1):  # every row has at least two response tokens
+        prefix = sequence_rewards(reward_model, ids[:, : start + t], mask[:, : start + t])
+        torch.testing.assert_close(values[:, t], prefix, atol=1e-5, rtol=1e-5)
+    # V_0 values the prompt alone, independent of the response that follows.
+    prompt_only = sequence_rewards(reward_model, *pad(PROMPTS, 2, "left"))
+    torch.testing.assert_close(values[:, 0], prompt_only, atol=1e-5, rtol=1e-5)
+    # The first row's last value predicts its last token (EOS): the prefix without that EOS.
+    n = len(RESPONSES[0])
+    last = sequence_rewards(reward_model, ids[:1, : start + n - 1], mask[:1, : start + n - 1])
+    torch.testing.assert_close(values[0, n - 1 : n], last, atol=1e-5, rtol=1e-5)
+
+
+def test_response_values_need_a_score_head(policy):
+    ids, mask, start, _ = _rollout(PROMPTS[:1], RESPONSES[:1])
+    with pytest.raises(TypeError, match="no `score` head"):
+        response_values(policy, ids, mask, start)
