@@ -1,10 +1,12 @@
-"""The default job: SFT, then the reward model, on the bundled demo data and model.
+"""The default job: SFT, the reward model, then PPO with SEAM pruning, on the bundled demo data and model.
 
     python scripts/default_job.py [--root runs]
 
 Runs each stage through the real CLI (``python -m seam_lightning fit --config …``)
 in its own process, then prints a summary: where checkpoints, logs and exports
-went, and the reward model's preference accuracy on held-out demo pairs.
+went, the reward model's preference accuracy on held-out demo pairs, and for PPO
+the held-out reward before and after training, the KL to π_SFT and the number
+of RL prompts SEAM pruned.
 Extra arguments after ``--`` go to every stage (e.g. ``-- --trainer.max_steps=5``).
 """
 
@@ -20,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     ("SFT", ROOT / "seam_lightning" / "configs" / "sft.yaml"),
-    ("reward model", ROOT / "cli.yaml"),
+    ("reward model", ROOT / "seam_lightning" / "configs" / "reward.yaml"),
+    ("PPO + SEAM", ROOT / "cli.yaml"),
 ]
 
 
@@ -45,9 +48,16 @@ def main() -> None:
     for (name, _), s in zip(STAGES, summaries):
         print(f"{name:>13}: {s['global_step']} steps in {s['seconds']:.0f} s; export {s['export_dir']}")
         print(f"{'':>13}  checkpoint {s['checkpoint']}; logs {s['log_dir']}")
-    sft, rm = summaries[0]["metrics"], summaries[1]["metrics"]
-    print(f"SFT validation loss per response token: {sft.get('val/loss', float('nan')):.3f}")
-    print(f"Reward model preference accuracy on held-out demo pairs: {rm.get('val/accuracy', float('nan')):.3f} (chance 0.5)")
+    sft, rm, ppo = (s["metrics"] for s in summaries)
+    nan = float("nan")
+    print(f"SFT validation loss per response token: {sft.get('val/loss', nan):.3f}")
+    print(f"Reward model preference accuracy on held-out demo pairs: {rm.get('val/accuracy', nan):.3f} (chance 0.5)")
+    print(f"SEAM pruned {ppo.get('seam/pruned', nan):.0f} RL prompts (share {ppo.get('seam/pruned_share', nan):.2f}, "
+          f"RM misjudgement rate {ppo.get('seam/misjudgement_rate', nan):.3f})")
+    print(f"PPO held-out reward: before {ppo.get('val/reward_before', nan):.4f}, after {ppo.get('val/reward', nan):.4f}; "
+          f"KL to the SFT policy {ppo.get('val/kl', nan):.4f} nats per response (last training batch "
+          f"{ppo.get('train/kl', nan):.4f})")
+    print(f"Total {sum(s['seconds'] for s in summaries):.0f} s")
 
 
 if __name__ == "__main__":

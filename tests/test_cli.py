@@ -1,4 +1,4 @@
-"""The shipped YAML configs parse against the code's signatures, and the CLI runs both stages."""
+"""The shipped YAML configs parse against the code's signatures, and the CLI runs the three stages."""
 
 import json
 import subprocess
@@ -10,6 +10,7 @@ import pytest
 from seam_lightning.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "seam_lightning" / "configs"
 CONFIGS = sorted([ROOT / "cli.yaml", *(ROOT / "seam_lightning" / "configs").glob("*.yaml"), *(ROOT / "callbacks").glob("*.yaml")])
 
 
@@ -25,7 +26,7 @@ def test_shipped_config_parses(config, capsys):
 @pytest.mark.parametrize("fragment", sorted((ROOT / "callbacks").glob("*.yaml")), ids=lambda p: p.name)
 def test_callback_fragment_adds_to_a_run_config(fragment, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(ROOT / "cli.yaml"), "--config", str(fragment), "--print_config"])
+        main(["fit", "--config", str(CONFIG_DIR / "ppo_paper.yaml"), "--config", str(fragment), "--print_config"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     # The fragment appends its callback; the run's own callbacks stay.
@@ -48,26 +49,43 @@ def test_python_dash_m_entry_point():
     assert "--data.preference" in out.stdout
 
 
-def _stage_args(config: Path, model: str, root: Path) -> list[str]:
+def _stage_args(config: Path, root: Path, *model_args: str) -> list[str]:
     return [
-        "fit", "--config", str(config),
-        f"--model.init_args.model={model}",
-        '--model.init_args.lora={"r": 8, "layers": null}',
+        "fit", "--config", str(config), *model_args,
         f"--model.init_args.export_dir={root / 'export'}",
         f"--trainer.default_root_dir={root}",
         f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=2",
         "--trainer.enable_progress_bar=false",
     ]
 
 
-def test_cli_trains_sft_then_reward_model_on_demo_data(tiny_model_dir, tmp_path, capsys):
-    main(_stage_args(ROOT / "seam_lightning" / "configs" / "sft.yaml", str(tiny_model_dir), tmp_path / "sft"))
-    main(_stage_args(ROOT / "cli.yaml", str(tmp_path / "sft" / "export"), tmp_path / "rm"))
+SMALL_LORA = '{"r": 8, "layers": null, "dropout": 0.0}'
+SHORT_RUN = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=2"]
+
+
+def test_cli_runs_sft_reward_model_and_ppo_with_seam_on_demo_data(tiny_model_dir, tmp_path, capsys):
+    sft, rm, ppo = tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo"
+    main(_stage_args(CONFIG_DIR / "sft.yaml", sft, f"--model.init_args.model={tiny_model_dir}",
+                     f"--model.init_args.lora={SMALL_LORA}", *SHORT_RUN))
+    main(_stage_args(CONFIG_DIR / "reward.yaml", rm, f"--model.init_args.model={sft / 'export'}",
+                     f"--model.init_args.lora={SMALL_LORA}", *SHORT_RUN))
+    main(_stage_args(ROOT / "cli.yaml", ppo, f"--model.init_args.policy={sft / 'export'}",
+                     f"--model.init_args.reward_model={rm / 'export'}", f"--model.init_args.lora={SMALL_LORA}",
+                     f"--model.init_args.value_lora={SMALL_LORA}", "--model.init_args.max_ppo_steps=2",
+                     '--model.init_args.sampling={"max_new_tokens": 6}', "--data.rl.limit=40", "--data.rl_val.limit=4",
+                     '--trainer.callbacks.init_args.source.init_args.corpus={"path": "demo://sft_train", "limit": 300}',
+                     f"--trainer.callbacks.init_args.scores_path={ppo / 'seam.parquet'}",
+                     "--trainer.callbacks.init_args.progress=false"))
     out = capsys.readouterr().out
     assert "SFTModule done after 2 steps" in out and "RewardModule done after 2 steps" in out
-    summary = json.loads(next((tmp_path / "rm").rglob("summary.json")).read_text())
-    assert summary["stage"] == "RewardModule"
-    assert 0.0 <= summary["metrics"]["val/accuracy"] <= 1.0
-    assert Path(summary["checkpoint"]).is_file()
-    assert (tmp_path / "rm" / "export" / "config.json").is_file()
+    assert "PPOModule done after 16 steps" in out  # 2 PPO steps × 2 epochs × 2 mini-batches × 2 optimizers
+
+    rm_summary = json.loads(next(rm.rglob("summary.json")).read_text())
+    assert rm_summary["stage"] == "RewardModule" and 0.0 <= rm_summary["metrics"]["val/accuracy"] <= 1.0
+    assert Path(rm_summary["checkpoint"]).is_file()
+    summary = json.loads(next(ppo.rglob("summary.json")).read_text())
+    metrics = summary["metrics"]
+    assert summary["stage"] == "PPOModule" and Path(summary["checkpoint"]).is_file()
+    assert metrics["seam/pruned"] == 8.0  # 20% of 40 RL prompts
+    assert {"val/reward_before", "val/reward", "train/kl", "train/reward"} <= set(metrics)
+    assert (ppo / "seam.parquet").is_file() and (ppo / "export" / "config.json").is_file()

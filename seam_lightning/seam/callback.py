@@ -131,7 +131,8 @@ class SeamCallback(Callback):
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
         # Candidates are formatted and truncated exactly as the data module formats training data.
-        with self._policy_model(pl_module) as policy:
+        # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
+        with self._policy_model(pl_module) as policy, trainer.precision_plugin.forward_context():
             scorer = SeamScorer(policy, self._reward_model(pl_module), self._tokenizer(pl_module),
                                 max_instruction_tokens=datamodule.max_instruction_tokens,
                                 max_response_tokens=datamodule.max_response_tokens,
