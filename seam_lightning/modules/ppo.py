@@ -150,6 +150,7 @@ class PPOModule(LightningModule):
         self.value_model = load_reward_model(value_source, lora=value_lora, quantization=quantization)
 
         self.sampling = sampling
+        self.export_dir = export_dir
         self.kl_controller = kl_controller(kl_coef, kl_target, kl_horizon)
         self.reward_moments = RunningMoments()
         self.ppo_step = 0
@@ -371,9 +372,11 @@ class PPOModule(LightningModule):
             return
         self.policy.eval()
         rewards = []
-        for batch in loader:
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
-            rewards.append(self.evaluate_batch(batch)["reward"])
+        # Outside a training step, so enter the Trainer's precision context (e.g. bf16 autocast) ourselves.
+        with self.trainer.precision_plugin.forward_context():
+            for batch in loader:
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                rewards.append(self.evaluate_batch(batch)["reward"])
         before = torch.cat(rewards).mean().item()
         metrics = {"val/reward_before": before}
         for logger in self.loggers:
@@ -403,8 +406,8 @@ class PPOModule(LightningModule):
         self._rng_to_restore = state["rng"]
 
     def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            path = export_pretrained(self.policy, self.tokenizer, self.hparams.export_dir)
+        if self.export_dir and self.trainer.is_global_zero:
+            path = export_pretrained(self.policy, self.tokenizer, self.export_dir)
             rank_zero_info(f"[PPOModule] exported the trained policy to {path.resolve()}")
 
 

@@ -48,7 +48,8 @@ class SeamCallback(Callback):
         reference_policy: path/name of π_SFT, when the module does not expose ``reference_policy``.
         reward_model: path/name of the RM, when the module does not expose ``reward_model``.
         scores_path: write every scoring (id, instruction, SEAM, per-candidate terms) here;
-            ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name is filled in.
+            ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name becomes the epoch that trains on
+            this selection (0 for the scoring at fit start).
         token_budget: tokens per scoring forward pass (rows × padded length).
         progress: show a progress bar while scoring.
     """
@@ -108,11 +109,11 @@ class SeamCallback(Callback):
         if self.active_ids is not None:  # resumed: keep the data the run was using
             _datamodule(trainer).set_active_rl_ids(self.active_ids)
         elif self.at_fit_start:
-            self.rescore(trainer, pl_module)
+            self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not _last_epoch(trainer):
-            self.rescore(trainer, pl_module)
+            self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": dict(self.scores), "active_ids": self.active_ids,
@@ -126,8 +127,11 @@ class SeamCallback(Callback):
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def rescore(self, trainer: Trainer, pl_module: LightningModule) -> list[SeamResult]:
-        """Score all of D_rl, prune the largest-SEAM fraction, log and (optionally) write the scores."""
+    def rescore(self, trainer: Trainer, pl_module: LightningModule, for_epoch: int = 0) -> list[SeamResult]:
+        """Score all of D_rl, prune the largest-SEAM fraction, log and (optionally) write the scores.
+
+        ``for_epoch`` is the epoch that will train on the new selection; it names the scores file.
+        """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
         # Candidates are formatted and truncated exactly as the data module formats training data.
@@ -153,7 +157,7 @@ class SeamCallback(Callback):
         rank_zero_info(f"[SeamCallback] scored {len(results)} RL prompts; pruned {len(pruned)} with the largest SEAM "
                        f"(mean {metrics['seam/mean']:.4g}, RM misjudgement rate {metrics['seam/misjudgement_rate']:.3f})")
         if self.scores_path and trainer.is_global_zero:
-            path = self.scores_path.format(epoch=trainer.current_epoch)
+            path = self.scores_path.format(epoch=for_epoch)
             write_scores(path, results, records, pruned)
             rank_zero_info(f"[SeamCallback] wrote scores to {Path(path).resolve()}")
         return results

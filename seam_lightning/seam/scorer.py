@@ -6,6 +6,10 @@ and of I∘r. Sequences are built exactly as training builds them (prompt ids +
 response ids, EOS included), packed into batches by a token budget, and run
 under inference mode with padding-safe forwards, so the numbers do not depend
 on batch size, padding side or candidate order.
+
+With a decoder-only model each prompt runs once and its key/value cache serves
+all its candidates (:mod:`seam_lightning.models.prefix`); other models run every
+prompt∘candidate in full. Both give the same numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from transformers import PreTrainedTokenizerBase
 from seam_lightning.data.collate import IGNORE_INDEX, pad
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models.forward import response_token_logprobs, sequence_rewards
+from seam_lightning.models.prefix import (
+    continuation_logprob_sums,
+    continuation_rewards,
+    encode_prompts,
+    supports_prefix_sharing,
+)
 from seam_lightning.seam.score import seam_score
 
 GOLDEN = -1
@@ -68,8 +78,10 @@ class SeamScorer:
     be peft-wrapped); each runs on its own device. ``reward_tokenizer`` defaults
     to ``tokenizer``. Sequences are padded on each tokenizer's ``padding_side``.
     A batch holds at most ``token_budget`` tokens (rows × padded length, at least
-    one row); ``prompts_per_chunk`` prompts are tokenized and scored together, so
-    memory does not grow with the dataset.
+    one row, or one prompt with all its candidates when prompts are shared);
+    ``prompts_per_chunk`` prompts are tokenized and scored together, so memory
+    does not grow with the dataset. ``share_prompts=False`` forces full
+    prompt∘response forwards (for comparison; the results are the same).
     """
 
     def __init__(
@@ -83,6 +95,7 @@ class SeamScorer:
         token_budget: int = 8192,
         prompts_per_chunk: int = 64,
         progress: bool = True,
+        share_prompts: bool = True,
     ):
         for name, value in (("max_instruction_tokens", max_instruction_tokens), ("max_response_tokens", max_response_tokens),
                             ("token_budget", token_budget), ("prompts_per_chunk", prompts_per_chunk)):
@@ -99,6 +112,7 @@ class SeamScorer:
         self.token_budget = token_budget
         self.prompts_per_chunk = prompts_per_chunk
         self.progress = progress
+        self.share_prompts = share_prompts
 
     def score(self, examples: Iterable[SeamExample], total: int | None = None) -> Iterator[SeamResult]:
         """Stream results in input order.
@@ -139,6 +153,10 @@ class SeamScorer:
 
     def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index -> summed response-token log-prob under the PM."""
+        if self.share_prompts and supports_prefix_sharing(self.policy):
+            continuations = [list(enumerate(enc.candidates)) for enc in encoded]
+            return self._run_shared(self.policy, self.policy_format.tokenizer, continuation_logprob_sums,
+                                    encoded, continuations)
         owners, sequences, labels = [], [], []
         for e, enc in enumerate(encoded):
             for c, response in enumerate(enc.candidates):
@@ -150,14 +168,35 @@ class SeamScorer:
 
     def _rewards(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index (GOLDEN for r) -> RM reward of prompt∘response."""
-        owners, sequences = [], []
-        for e, enc in enumerate(encoded):
-            # The golden response is scored once per prompt, by the RM only.
-            for c, response in [(GOLDEN, enc.golden), *enumerate(enc.candidates)]:
-                owners.append((e, c))
-                sequences.append(enc.prompt + response)
+        # The golden response is scored once per prompt, by the RM only.
+        continuations = [[(GOLDEN, enc.golden), *enumerate(enc.candidates)] for enc in encoded]
+        if self.share_prompts and supports_prefix_sharing(self.reward_model):
+            return self._run_shared(self.reward_model, self.reward_format.tokenizer, continuation_rewards,
+                                    encoded, continuations)
+        owners = [(e, c) for e, conts in enumerate(continuations) for c, _ in conts]
+        sequences = [encoded[e].prompt + ids for e, conts in enumerate(continuations) for _, ids in conts]
         values = self._run(self.reward_model, self.reward_format.tokenizer, sequence_rewards, sequences)
         return _regroup(len(encoded), owners, values)
+
+    def _run_shared(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, fn: Callable[..., Tensor],
+                    encoded: list[_Encoded], continuations: list[list[tuple[int, list[int]]]]) -> list[dict[int, float]]:
+        """``fn(model, prompt_states, rows, ids, mask) -> [rows]`` with each prompt run once for all its continuations."""
+        device = next(model.parameters()).device
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        out: list[dict[int, float]] = [{} for _ in encoded]
+        for batch in prompt_batches([len(enc.prompt) for enc in encoded],
+                                    [[len(ids) for _, ids in conts] for conts in continuations], self.token_budget):
+            batch = [e for e in batch if continuations[e]]
+            if not batch:
+                continue
+            ids, mask = pad([encoded[e].prompt for e in batch], pad_id, "left")
+            states = encode_prompts(model, ids.to(device), mask.to(device))
+            owners = [(e, c) for e in batch for c, _ in continuations[e]]
+            rows = torch.tensor([i for i, e in enumerate(batch) for _ in continuations[e]], device=device)
+            ids, mask = pad([ids for e in batch for _, ids in continuations[e]], pad_id, "right")
+            for (e, c), value in zip(owners, fn(model, states, rows, ids.to(device), mask.to(device)).tolist()):
+                out[e][c] = value
+        return out
 
     def _run(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, fn: Callable[..., Tensor],
              sequences: list[list[int]], labels: list[list[int]] | None = None) -> list[float]:
@@ -189,6 +228,29 @@ def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int
             batches[-1].append(i)
         else:
             batches.append([i])
+    return batches
+
+
+def prompt_batches(prompt_lengths: list[int], continuation_lengths: list[list[int]], token_budget: int) -> list[list[int]]:
+    """Prompt indices grouped so that each group's padded work fits ``token_budget`` (at least one prompt each).
+
+    A group costs prompts × longest prompt + continuations × longest continuation.
+    Prompts are taken longest continuation first (ties: longest prompt, then input
+    order), which keeps padding small and the grouping deterministic.
+    """
+    longest = [max(lengths, default=0) for lengths in continuation_lengths]
+    order = sorted(range(len(prompt_lengths)), key=lambda i: (-longest[i], -prompt_lengths[i], i))
+    batches: list[list[int]] = []
+    width_p = width_c = rows = 0
+    for i in order:
+        n = len(continuation_lengths[i])
+        p, c = max(width_p, prompt_lengths[i]), max(width_c, longest[i])
+        if batches and (len(batches[-1]) + 1) * p + (rows + n) * c <= token_budget:
+            batches[-1].append(i)
+            width_p, width_c, rows = p, c, rows + n
+        else:
+            batches.append([i])
+            width_p, width_c, rows = prompt_lengths[i], longest[i], n
     return batches
 
 

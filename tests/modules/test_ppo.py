@@ -32,7 +32,8 @@ def _datamodule(path, batch_size=8, val=True):
 
 
 def _trainer(tmp_path, callbacks=(), **kwargs):
-    return Trainer(accelerator="cpu", max_epochs=-1, logger=False, enable_progress_bar=False,
+    kwargs.setdefault("max_epochs", -1)
+    return Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                    enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks), **kwargs)
 
 
@@ -158,3 +159,22 @@ def test_rejects_bad_settings(tiny_model_dir, rl_file, tmp_path):
                        evaluate_at_start=False)
     with pytest.raises(ValueError, match="mini_batch_size=3 must divide the batch size 4"):
         _trainer(tmp_path, enable_checkpointing=False).fit(module, datamodule=_datamodule(rl_file, 4, val=False))
+
+
+def test_seam_rescoring_with_the_current_policy_sees_the_trained_policy(tiny_model_dir, rl_file, tmp_path):
+    rows = [json.loads(line) for line in rl_file.read_text().splitlines()]
+    table = {r["instruction"]: ["Join two paths.", f"The lazy dog {i}."] for i, r in enumerate(rows)}
+    seam = SeamCallback(ListSource(table), fraction=0.25, num_candidates=2, every_n_epochs=1, policy="current",
+                        reward_model=str(tiny_model_dir), scores_path=str(tmp_path / "scores-{epoch}.jsonl"),
+                        progress=False)
+    seed_everything(0)
+    module = _resumable_module(tiny_model_dir, max_ppo_steps=None)
+    trainer = _trainer(tmp_path, [seam], enable_checkpointing=False, max_epochs=2, reload_dataloaders_every_n_epochs=1)
+    trainer.fit(module, datamodule=_datamodule(rl_file, batch_size=4, val=False))
+
+    assert seam.rescorings == 2 and module.ppo_step == 3 + 3  # 12 active prompts, batches of 4, two epochs
+    first, second = ([json.loads(line) for line in (tmp_path / f"scores-{epoch}.jsonl").read_text().splitlines()]
+                     for epoch in (0, 1))
+    # Same candidates and frozen RM, but the log-likelihoods come from the policy after one epoch of PPO.
+    assert [r["candidate_rewards"] for r in first] == [r["candidate_rewards"] for r in second]
+    assert [r["candidate_logprob_sums"] for r in first] != [r["candidate_logprob_sums"] for r in second]

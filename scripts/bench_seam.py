@@ -1,0 +1,276 @@
+"""Benchmark SEAM scoring: naive vs padded vs ours, side by side in one process.
+
+    python scripts/bench_seam.py                    # default model, 4 prompts x 30 candidates
+    python scripts/bench_seam.py --quick            # tiny random model built from a config
+    python scripts/bench_seam.py --prompts 8 --candidates 30 --sweep
+
+For P demo RL prompts with N candidates each (golden responses of other demo
+SFT examples), every method computes the PM's summed log-prob of each candidate
+and the RM's reward of each candidate and of the golden response, then SEAM:
+
+(a) naive: one forward per (I, r*) for the PM and one for the RM, batch 1,
+    with the full-vocabulary log-softmax (what the official SEAM code does);
+(b) padded: fixed-size batches sorted by length, full-vocabulary log-softmax;
+(c) ours: `SeamScorer` (each prompt's KV cache computed once and shared by its
+    candidates, token-budget batches, output head on response tokens only), fp32;
+    and the same in bf16 autocast where the CPU/GPU supports it.
+
+Prints candidates/s, speed-ups, achieved model FLOP/s (2 · parameters · tokens
+actually run / s, for both models) against the FLOP/s of a large matmul measured
+in the same run, peak memory, the largest SEAM difference between methods, and
+how ours scales with N and with prompt length. The last line is
+`speedup_vs_naive=X speedup_vs_padded=Y flop_fraction=Z`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+
+from seam_lightning.data.collate import pad  # noqa: E402
+from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
+from seam_lightning.data.records import DataSource, load_records  # noqa: E402
+from seam_lightning.models.forward import position_ids_from_mask, unwrap  # noqa: E402
+from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
+from seam_lightning.seam.score import seam_score  # noqa: E402
+from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
+
+
+def demo_examples(prompts: int, candidates: int, repeat_instruction: int = 1, seed: int = 0) -> list[SeamExample]:
+    """P demo RL prompts, each with N golden responses of other demo SFT examples as candidates."""
+    fields = ("instruction", "response")
+    rl = load_records(DataSource("demo://rl_train", limit=prompts), fields)
+    pool = [r.text["response"] for r in load_records(DataSource("demo://sft_train"), fields)]
+    rng = random.Random(seed)
+    return [SeamExample(r.id, " ".join([r.text["instruction"]] * repeat_instruction), r.text["response"],
+                        rng.sample(pool, candidates)) for r in rl]
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+
+def _full_logits_logprob_sums(policy, ids, mask, prompt_lengths):
+    """Summed response log-probs through the full [B, T, V] log-softmax, as the official code does."""
+    logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits.float()
+    logprobs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    columns = torch.arange(ids.shape[1] - 1).unsqueeze(0)
+    wanted = (columns >= torch.tensor(prompt_lengths).unsqueeze(1) - 1) & (mask[:, 1:] == 1)
+    return (logprobs * wanted).sum(-1)
+
+
+def _rewards(reward_model, ids, mask):
+    inner = unwrap(reward_model)
+    logits = inner(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    return logits.squeeze(-1).float()
+
+
+def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, batch_size: int | None):
+    """SEAM per example with batch-1 forwards (batch_size=None) or fixed-size length-sorted right-padded batches."""
+    pad_id = formatter.tokenizer.pad_token_id
+    pm_rows, rm_rows = [], []
+    for e, ex in enumerate(examples):
+        prompt = formatter.prompt_ids(ex.instruction).ids
+        rm_rows.append((e, -1, prompt + formatter.response_ids(ex.response).ids, len(prompt)))
+        for c, cand in enumerate(ex.candidates):
+            seq = prompt + formatter.response_ids(cand).ids
+            pm_rows.append((e, c, seq, len(prompt)))
+            rm_rows.append((e, c, seq, len(prompt)))
+    logprob, reward, tokens = {}, {}, 0
+    for rows, kind in ((pm_rows, "pm"), (rm_rows, "rm")):
+        if batch_size is not None:
+            rows = sorted(rows, key=lambda r: -len(r[2]))
+        size = batch_size or 1
+        for start in range(0, len(rows), size):
+            part = rows[start:start + size]
+            ids, mask = pad([r[2] for r in part], pad_id, "right")
+            tokens += ids.numel()
+            if kind == "pm":
+                values = _full_logits_logprob_sums(policy, ids, mask, [r[3] for r in part])
+                logprob.update({(r[0], r[1]): v for r, v in zip(part, values.tolist())})
+            else:
+                reward.update({(r[0], r[1]): v for r, v in zip(part, _rewards(reward_model, ids, mask).tolist())})
+    seams = []
+    for e, ex in enumerate(examples):
+        n = len(ex.candidates)
+        lengths = [len(formatter.response_ids(c).ids) for c in ex.candidates]
+        seams.append(float(seam_score(
+            torch.tensor([[logprob[e, c] for c in range(n)]], dtype=torch.float64),
+            torch.tensor([lengths], dtype=torch.float64),
+            torch.tensor([[reward[e, c] for c in range(n)]], dtype=torch.float64),
+            torch.tensor([reward[e, -1]], dtype=torch.float64))[0]))
+    return seams, tokens
+
+
+def tokens_run_by_ours(formatter: PromptFormatter, examples) -> int:
+    """Tokens our scorer runs (unpadded): each prompt once per model, each continuation once per model."""
+    total = 0
+    for ex in examples:
+        prompt = len(formatter.prompt_ids(ex.instruction).ids)
+        cands = sum(len(formatter.response_ids(c).ids) for c in ex.candidates)
+        total += 2 * prompt + cands + (cands + len(formatter.response_ids(ex.response).ids))
+    return total
+
+
+def logical_tokens(formatter: PromptFormatter, examples) -> int:
+    """Tokens of every (I∘r*) for the PM and (I∘r*), (I∘r) for the RM, unpadded: the work without sharing."""
+    total = 0
+    for ex in examples:
+        prompt = len(formatter.prompt_ids(ex.instruction).ids)
+        cands = [len(formatter.response_ids(c).ids) for c in ex.candidates]
+        total += sum(2 * (prompt + c) for c in cands) + prompt + len(formatter.response_ids(ex.response).ids)
+    return total
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+
+
+@contextmanager
+def peak_rss():
+    """Peak resident memory (bytes) of this process while the block runs, sampled every 5 ms."""
+    process, peak, done = psutil.Process(), [psutil.Process().memory_info().rss], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+def timed(fn):
+    start = time.perf_counter()
+    with peak_rss() as peak:
+        result = fn()
+    return result, time.perf_counter() - start, peak[0]
+
+
+def matmul_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.backends, "mkldnn", None) and torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def ours(policy, reward_model, tokenizer, examples, budget: int, autocast: bool = False):
+    scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, progress=False)
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+    with context:
+        return [r.seam for r in scorer.score(examples)]
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def build_models(args):
+    if args.quick:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tiny import build_tiny_model_dir
+
+        path = str(build_tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", hidden_size=64))
+        return load_policy(path), load_reward_model(path), load_tokenizer(path)
+    reward = args.reward_model if Path(args.reward_model).exists() else args.model
+    if reward != args.reward_model:
+        print(f"({args.reward_model} not found: the RM is {args.model} with a new random head; speed is the same)")
+    return load_policy(args.model), load_reward_model(reward), load_tokenizer(args.model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="policy (PM)")
+    parser.add_argument("--reward-model", default="runs/reward/export", help="RM (default: the default job's)")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16, help="fixed batch size of the padded baseline")
+    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--sweep", action="store_true", help="also time ours for N in 1, 8, 30 and longer prompts")
+    parser.add_argument("--quick", action="store_true", help="tiny random model (seconds)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    policy, reward_model, tokenizer = build_models(args)
+    policy.eval(), reward_model.eval()
+    params = sum(p.numel() for p in policy.parameters()), sum(p.numel() for p in reward_model.parameters())
+    formatter = PromptFormatter(tokenizer, 128, 192)
+    examples = demo_examples(args.prompts, args.candidates)
+    n_cands = args.prompts * args.candidates
+    print(f"device: cpu, {torch.get_num_threads()} threads; PM {params[0] / 1e6:.1f} M and RM {params[1] / 1e6:.1f} M "
+          f"parameters; {args.prompts} prompts x {args.candidates} candidates")
+
+    flops = {torch.float32: matmul_flops(torch.float32)}
+    print(f"matmul 2048^3 fp32: {flops[torch.float32] / 1e9:.1f} GFLOP/s")
+    use_bf16 = bf16_supported()
+    if use_bf16:
+        flops[torch.bfloat16] = matmul_flops(torch.bfloat16)
+        print(f"matmul 2048^3 bf16: {flops[torch.bfloat16] / 1e9:.1f} GFLOP/s")
+
+    results = {}
+    with torch.inference_mode():
+        ours(policy, reward_model, tokenizer, examples[:1], args.token_budget)  # warm-up
+        results["naive"] = timed(lambda: baseline_seam(policy, reward_model, formatter, examples, None))
+        results["padded"] = timed(lambda: baseline_seam(policy, reward_model, formatter, examples, args.batch_size))
+        results["ours"] = timed(lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget))
+        if use_bf16:
+            results["ours-bf16"] = timed(lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget, True))
+
+    run_tokens = tokens_run_by_ours(formatter, examples)
+    mean_params = sum(params) / 2
+    reference = results["naive"][0][0]
+    print(f"\n{'method':<10} {'cand/s':>8} {'seconds':>8} {'GFLOP/s':>8} {'peak MB':>8} {'max |dSEAM|':>12}")
+    for name, (value, seconds, peak) in results.items():
+        seams = value[0] if isinstance(value, tuple) else value
+        tokens = value[1] if isinstance(value, tuple) else run_tokens
+        achieved = 2 * mean_params * tokens / seconds
+        diff = max(abs(a - b) for a, b in zip(seams, reference))
+        print(f"{name:<10} {n_cands / seconds:>8.2f} {seconds:>8.2f} {achieved / 1e9:>8.1f} {peak / 2**20:>8.0f} {diff:>12.2e}")
+    print(f"(GFLOP/s counts tokens run incl. padding for the baselines; ours shares prompts, so it runs "
+          f"{run_tokens} tokens where full sequences are {logical_tokens(formatter, examples)})")
+
+    if args.sweep:
+        print("\nours (fp32) vs N and prompt length:")
+        with torch.inference_mode():
+            for n in (1, 8, 30):
+                for repeat in (1, 4):
+                    subset = demo_examples(args.prompts, n, repeat_instruction=repeat)
+                    _, seconds, peak = timed(lambda: ours(policy, reward_model, tokenizer, subset, args.token_budget))
+                    prompt = sum(len(formatter.prompt_ids(e.instruction).ids) for e in subset) / len(subset)
+                    print(f"  N={n:<3} prompt {prompt:>5.0f} tokens: {len(subset) * n / seconds:>8.2f} cand/s, "
+                          f"{seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
+
+    best = "ours-bf16" if use_bf16 else "ours"
+    ours_seconds = results[best][1]
+    best_flops = 2 * mean_params * run_tokens / ours_seconds
+    print(f"\nspeedup_vs_naive={results['naive'][1] / ours_seconds:.2f} "
+          f"speedup_vs_padded={results['padded'][1] / ours_seconds:.2f} "
+          f"flop_fraction={best_flops / flops[torch.bfloat16 if use_bf16 else torch.float32]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

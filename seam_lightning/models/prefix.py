@@ -1,0 +1,102 @@
+"""Forward passes that share one prompt across many continuations.
+
+SEAM scores N candidate responses per prompt with the same prompt in front of
+each. A causal model's states for the prompt do not depend on what follows, so
+the prompt runs once, its key/value cache is copied to the rows of its
+candidates, and only the candidate tokens run through the model again. The
+results equal full forwards of prompt∘candidate (same position ids, same
+masking); only the work is smaller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from seam_lightning.models.forward import position_ids_from_mask, unwrap
+
+
+def supports_prefix_sharing(model: nn.Module) -> bool:
+    """True for decoder-only backbones (their prompt states do not see the continuation).
+
+    Encoders such as BERT also have a causal-LM class, used only when configured as a decoder.
+    """
+    config = unwrap(model).config
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False):
+        return False
+    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or bool(getattr(config, "is_decoder", False))
+
+
+@dataclass
+class PromptStates:
+    """A batch of left-padded prompts after one forward pass.
+
+    ``layers`` holds each layer's (keys, values) [B, heads, P, head_dim]; ``last_hidden``
+    [B, H] is the state of the last prompt token, which predicts a response's first token.
+    """
+
+    layers: list[tuple[Tensor, Tensor]]
+    mask: Tensor
+    last_hidden: Tensor
+
+
+def _body(model: nn.Module) -> nn.Module:
+    inner = unwrap(model)
+    return getattr(inner, inner.base_model_prefix)
+
+
+def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> PromptStates:
+    """Run left-padded prompts once and keep their key/value cache."""
+    out = _body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=position_ids_from_mask(attention_mask), use_cache=True)
+    cache = out.past_key_values
+    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    return PromptStates(layers, attention_mask, out.last_hidden_state[:, -1])
+
+
+def continuation_hidden(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
+                        attention_mask: Tensor) -> Tensor:
+    """Hidden states [R, T, H] of right-padded continuations; row r continues prompt ``rows[r]``."""
+    cache = DynamicCache(ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows)) for k, v in prompts.layers])
+    full_mask = torch.cat([prompts.mask.index_select(0, rows), attention_mask], dim=1)
+    # Positions continue after each prompt's own real tokens, exactly as in a full forward.
+    positions = position_ids_from_mask(full_mask)[:, -input_ids.shape[1]:]
+    out = _body(model)(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True)
+    return out.last_hidden_state
+
+
+def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
+                              attention_mask: Tensor) -> Tensor:
+    """Summed log-prob [R] of each continuation's real tokens given its prompt.
+
+    The first token is predicted by the prompt's last state, token t > 0 by the
+    continuation's state t − 1; the output head runs on those positions only.
+    """
+    head = unwrap(model).get_output_embeddings()
+    hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
+    first = head(prompts.last_hidden.index_select(0, rows)).float().log_softmax(-1)
+    sums = first.gather(-1, input_ids[:, :1]).squeeze(-1) * attention_mask[:, 0]
+    r, t = attention_mask[:, 1:].nonzero(as_tuple=True)
+    if len(r):
+        logits = head(hidden[r, t]).float()
+        token_logprobs = logits.log_softmax(-1).gather(-1, input_ids[r, t + 1].unsqueeze(-1)).squeeze(-1)
+        sums = sums.index_add(0, r, token_logprobs)
+    return sums
+
+
+def continuation_rewards(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
+                         attention_mask: Tensor) -> Tensor:
+    """Reward [R] of prompt∘continuation: the score head at the continuation's last real token."""
+    if (attention_mask.sum(-1) == 0).any():
+        raise ValueError("continuation_rewards: every continuation needs at least one token")
+    hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
+    last = hidden[torch.arange(len(rows), device=hidden.device), attention_mask.sum(-1) - 1]
+    head = getattr(unwrap(model), "score", None)
+    if head is None:
+        raise TypeError(f"{type(unwrap(model)).__name__} has no `score` head; load it with load_reward_model")
+    return head(last).squeeze(-1).float()
