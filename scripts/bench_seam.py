@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from seam_lightning.data.collate import pad  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
-from seam_lightning.models.forward import position_ids_from_mask, unwrap  # noqa: E402
+from seam_lightning.models.forward import position_ids_from_mask, sequence_rewards  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
 from seam_lightning.seam.score import seam_score  # noqa: E402
 from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
@@ -69,12 +69,6 @@ def _full_logits_logprob_sums(policy, ids, mask, prompt_lengths):
     return (logprobs * wanted).sum(-1)
 
 
-def _rewards(reward_model, ids, mask):
-    inner = unwrap(reward_model)
-    logits = inner(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-    return logits.squeeze(-1).float()
-
-
 def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, batch_size: int | None):
     """SEAM per example with batch-1 forwards (batch_size=None) or fixed-size length-sorted right-padded batches."""
     pad_id = formatter.tokenizer.pad_token_id
@@ -99,7 +93,7 @@ def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, ba
                 values = _full_logits_logprob_sums(policy, ids, mask, [r[3] for r in part])
                 logprob.update({(r[0], r[1]): v for r, v in zip(part, values.tolist())})
             else:
-                reward.update({(r[0], r[1]): v for r, v in zip(part, _rewards(reward_model, ids, mask).tolist())})
+                reward.update({(r[0], r[1]): v for r, v in zip(part, sequence_rewards(reward_model, ids, mask).tolist())})
     seams = []
     for e, ex in enumerate(examples):
         n = len(ex.candidates)

@@ -44,6 +44,24 @@ class PromptStates:
     last_hidden: Tensor
 
 
+def concat_prompt_states(parts: list[PromptStates]) -> PromptStates:
+    """One PromptStates from several batches, left-padded to the widest (padding is masked out)."""
+    width = max(part.mask.shape[1] for part in parts)
+
+    def left_pad(t: Tensor, dim: int) -> Tensor:
+        missing = width - t.shape[dim]
+        if missing == 0:
+            return t
+        shape = list(t.shape)
+        shape[dim] = missing
+        return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+    layers = [(torch.cat([left_pad(part.layers[i][0], 2) for part in parts]),
+               torch.cat([left_pad(part.layers[i][1], 2) for part in parts])) for i in range(len(parts[0].layers))]
+    return PromptStates(layers, torch.cat([left_pad(part.mask, 1) for part in parts]),
+                        torch.cat([part.last_hidden for part in parts]))
+
+
 def _body(model: nn.Module) -> nn.Module:
     inner = unwrap(model)
     return getattr(inner, inner.base_model_prefix)

@@ -50,7 +50,8 @@ class SeamCallback(Callback):
         scores_path: write every scoring (id, instruction, SEAM, per-candidate terms) here;
             ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name becomes the epoch that trains on
             this selection (0 for the scoring at fit start).
-        token_budget: tokens per scoring forward pass (rows × padded length).
+        token_budget: tokens per scoring forward pass (rows × padded length); None picks one
+            for the device (2048 on a CPU, 16384 on a GPU).
         progress: show a progress bar while scoring.
     """
 
@@ -66,7 +67,7 @@ class SeamCallback(Callback):
         reference_policy: str | None = None,
         reward_model: str | None = None,
         scores_path: str | None = None,
-        token_budget: int = 8192,
+        token_budget: int | None = None,
         progress: bool = True,
     ):
         if mode != "prune":

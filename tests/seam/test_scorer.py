@@ -6,7 +6,7 @@ import torch
 
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models import LoRASettings, load_policy, load_reward_model, load_tokenizer, sequence_rewards
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer, prompt_batches, token_budget_batches
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer, token_budget_batches
 
 EXAMPLES = [
     SeamExample(3, "What does `json.dumps` do?", "Serialize obj to a JSON formatted str.", [
@@ -193,15 +193,6 @@ def test_token_budget_batches():
     assert token_budget_batches([3, 10, 5, 5, 2], 12) == [[1], [2, 3], [0, 4]]
     assert token_budget_batches([3, 10], 1) == [[1], [0]]
     assert token_budget_batches([], 8) == []
-
-
-def test_prompt_batches():
-    # Longest continuation first; prompts × longest prompt + rows × longest continuation within the budget.
-    # Prompts 2 then 0 together cost 2·4 + 3·9 = 35; adding prompt 1 would cost 3·6 + 4·9 = 54.
-    assert prompt_batches([4, 6, 2], [[3, 5], [2], [9]], 35) == [[2, 0], [1]]
-    assert prompt_batches([4, 6, 2], [[3, 5], [2], [9]], 34) == [[2], [0, 1]]  # 0 and 1: 2·6 + 3·5 = 27
-    assert prompt_batches([5], [[100, 100]], 10) == [[0]]  # alone, even over the budget
-    assert prompt_batches([], [], 8) == []
 
 
 def test_invalid_settings(policy, reward_model, tokenizer):
