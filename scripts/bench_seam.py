@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16, help="fixed batch size of the padded baseline")
-    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--token-budget", type=int, default=None, help="tokens per pass (default: by device)")
     parser.add_argument("--sweep", action="store_true", help="also time ours for N in 1, 8, 30 and longer prompts")
     parser.add_argument("--quick", action="store_true", help="tiny random model (seconds)")
     args = parser.parse_args()
