@@ -258,6 +258,13 @@ def main() -> None:
                     print(f"  N={n:<3} prompt {prompt:>5.0f} tokens: {len(subset) * n / seconds:>8.2f} cand/s, "
                           f"{seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
 
+        print("\nours (fp32), N=8: peak memory vs number of prompts (streamed in chunks of 64):")
+        with torch.inference_mode():
+            for prompts in (args.prompts, 4 * args.prompts):
+                subset = demo_examples(prompts, 8)
+                _, seconds, peak = timed(lambda: ours(policy, reward_model, tokenizer, subset, args.token_budget))
+                print(f"  {prompts:>4} prompts: {seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
+
     best = "ours-bf16" if use_bf16 else "ours"
     ours_seconds = results[best][1]
     best_flops = 2 * mean_params * run_tokens / ours_seconds

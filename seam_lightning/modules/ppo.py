@@ -199,6 +199,7 @@ class PPOModule(LightningModule):
         update_stats = self.update(rollout)
         update_time = time.perf_counter() - started
 
+        kl_coef = self.kl_controller.value  # the β this step's rewards used
         self.kl_controller.update(rollout["sequence_kl"].mean().item(), n_steps=len(batch["ids"]))
         self.ppo_step += 1
         mask = rollout["mask"]
@@ -206,7 +207,7 @@ class PPOModule(LightningModule):
             "train/reward": rollout["raw_scores"].mean(),
             "train/reward_std": rollout["raw_scores"].std() if len(mask) > 1 else torch.zeros(()),
             "train/kl": rollout["sequence_kl"].mean(),
-            "train/kl_coef": torch.tensor(self.kl_controller.value),
+            "train/kl_coef": torch.tensor(kl_coef),
             "train/non_score_reward": masked_sum(rollout["rewards"], mask) / len(mask) - rollout["scores"].mean(),
             "train/response_length": mask.sum(-1).float().mean(),
             "train/no_eos_fraction": (~rollout["ended"]).float().mean(),
