@@ -171,8 +171,8 @@ def bf16_supported() -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def ours(policy, reward_model, tokenizer, examples, budget: int, autocast: bool = False):
-    scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, progress=False)
+def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast: bool = False, chunk: int = 64):
+    scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, prompts_per_chunk=chunk, progress=False)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
     with context:
         return [r.seam for r in scorer.score(examples)]
@@ -258,11 +258,12 @@ def main() -> None:
                     print(f"  N={n:<3} prompt {prompt:>5.0f} tokens: {len(subset) * n / seconds:>8.2f} cand/s, "
                           f"{seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
 
-        print("\nours (fp32), N=8: peak memory vs number of prompts (streamed in chunks of 64):")
+        print(f"\nours (fp32), N=8: peak memory vs number of prompts (streamed in chunks of {args.prompts}):")
         with torch.inference_mode():
             for prompts in (args.prompts, 4 * args.prompts):
                 subset = demo_examples(prompts, 8)
-                _, seconds, peak = timed(lambda: ours(policy, reward_model, tokenizer, subset, args.token_budget))
+                _, seconds, peak = timed(lambda: ours(policy, reward_model, tokenizer, subset, args.token_budget,
+                                                      chunk=args.prompts))
                 print(f"  {prompts:>4} prompts: {seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
 
     best = "ours-bf16" if use_bf16 else "ours"
