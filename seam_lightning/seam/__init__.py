@@ -9,17 +9,23 @@ from seam_lightning.seam.callback import SeamCallback
 from seam_lightning.seam.score import misjudged, seam_score
 from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
 from seam_lightning.seam.selection import largest_seam
+from seam_lightning.seam.sources.adversarial import AdversarialSource
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
 from seam_lightning.seam.sources.contrast import ContrastSource
+from seam_lightning.seam.sources.llm import LLMSource, OpenAIBackend, TransformersBackend
 
 __all__ = [
+    "AdversarialSource",
     "CandidateSource",
     "CandidateStats",
     "ContrastSource",
+    "LLMSource",
+    "OpenAIBackend",
     "SeamCallback",
     "SeamExample",
     "SeamResult",
     "SeamScorer",
+    "TransformersBackend",
     "largest_seam",
     "misjudged",
     "seam_score",

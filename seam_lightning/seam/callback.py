@@ -135,10 +135,12 @@ class SeamCallback(Callback):
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
+        reward_model, tokenizer = self._reward_model(pl_module), self._tokenizer(pl_module)
+        self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
         with self._policy_model(pl_module) as policy, trainer.precision_plugin.forward_context():
-            scorer = SeamScorer(policy, self._reward_model(pl_module), self._tokenizer(pl_module),
+            scorer = SeamScorer(policy, reward_model, tokenizer,
                                 max_instruction_tokens=datamodule.max_instruction_tokens,
                                 max_response_tokens=datamodule.max_response_tokens,
                                 token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)

@@ -1,24 +1,11 @@
 """The prompt that asks a chat model for worse answers (SEAM_GPT), in one place.
 
-Source of the wording. The paper's Prompt 2 (Appendix D.1 of arXiv 2406.07971)
-could not be read from the stored copies available when this was written; the
-text below is the authors' own prompt from their released code
-(github.com/TaiMingLu/seamless, ``code/retrival/gpt/retrival.py``, ``get_prompt``),
-which the paper's appendix reproduces in spirit. Two changes, both needed to ask
-for N answers in one reply rather than one answer per completion (the released
-code requests ``n=k`` completions of a one-answer prompt):
-
-- "generate an answer that is of lower quality" became "generate {n} answers
-  that are of lower quality", and a last line asks for a numbered list, which
-  `seam_lightning.seam.replies.split_answers` parses;
-- the released prompt repeats the golden answer inside a
-  "[The Start of Assistant's Answer] ... [The End of Assistant's Answer]" block
-  (a copy of the "[Answer]" block, apparently a leftover of a judge template);
-  it is left out, so the golden answer appears once.
-
-The released code also sends the system message "You generate responses to
-questions with lower quality. Your generated responses are long."; a
-`ChatBackend` sends one user message, so that sentence is not sent.
+It follows the paper's Prompt 2 (Appendix D.1 of arXiv 2406.07971): given a
+question and its correct answer, write answers of lower quality whose mistakes
+vary — factual errors, misreading the question, irrelevant content, poor
+grammar. Ours asks for all ``{n}`` answers in one reply, as a numbered list that
+:func:`seam_lightning.seam.replies.split_answers` parses, and shows the correct
+answer once.
 
 A user template replaces the whole text; it must contain exactly the fields
 ``{question}``, ``{answer}`` and ``{n}`` (write a literal brace as ``{{`` or ``}}``).
@@ -29,17 +16,19 @@ from __future__ import annotations
 from string import Formatter
 
 WORSE_ANSWERS_PROMPT = """\
-Using the question and its correct answer provided below, generate {n} answers that are of
-lower quality. The response should include one or more of the following characteristics: factual
-inaccuracies, misunderstandings of the core question, irrelevant information, or grammatical errors.
-The answers should vary in their mistakes to cover a range of common errors seen in similar topics.
+Below is a question with its correct answer. Write {n} different answers to the same question that
+are clearly worse than the correct one. Make each answer flawed in its own way: wrong facts,
+a misreading of what was asked, content that does not address the question, or careless grammar.
+Keep the answers plausible at first glance, and vary their mistakes.
+
 [Question]
 {question}
 [Answer]
 {answer}
-Write the {n} answers as a numbered list (1., 2., ...), one answer per item, and nothing else.
+
+Reply with the {n} answers only, as a numbered list (1., 2., ...), one answer per item.
 """
-"""Prompt 2 of the paper, adapted to ask for ``{n}`` answers at once (see the module docstring)."""
+"""The worse-answers prompt (the paper's Prompt 2, asking for ``{n}`` answers at once)."""
 
 FIELDS = frozenset({"question", "answer", "n"})
 """The placeholders a worse-answers template must use, each at least once, and no others."""
@@ -66,7 +55,9 @@ def check_template(template: str) -> None:
             )
         if spec or conversion:
             # '{n:03d}' or '{answer!r}' would change the text the cache key and the model see.
-            raise ValueError(f"prompt_template: placeholder {{{field}}} must be plain, without a format spec or !conversion")
+            raise ValueError(
+                f"prompt_template: placeholder {{{field}}} must be plain, without a format spec or !conversion"
+            )
         used.add(field)
     missing = sorted(FIELDS - used)
     if missing:

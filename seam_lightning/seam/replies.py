@@ -34,14 +34,14 @@ _LABELLED = re.compile(
     rf"[ \t]*(?:[:.)\-–—]+[ \t]*{_BOLD}?|(?=$))",
     re.IGNORECASE,
 )
-# "1.", "1)", "1:", "(1)", "[1]", optionally in bold; must be followed by a space or the line's end,
-# so "3.14 is pi" or "12:30" does not start an item.
+# "1.", "1)", "1:", "(1)", "[1]", optionally in bold; followed by a space, the line's end or
+# (sloppy "1.Paris") a letter, never a digit: "3.14 is pi" or "12:30" does not start an item.
 _NUMBERED = re.compile(
     rf"^(?P<indent>[ \t]*)(?:\#{{1,6}}[ \t]+)?{_BOLD}?"
     rf"(?:\((?P<paren>\d{{1,3}})\)|\[(?P<bracket>\d{{1,3}})\]|(?P<num>\d{{1,3}})(?P<punct>[.):]))"
-    rf"{_BOLD}?(?=[ \t]|$)[ \t]*"
+    rf"{_BOLD}?(?=[ \t]|$|[^\W\d_])[ \t]*"
 )
-_BULLET = re.compile(r"^(?P<indent>[ \t]*)(?P<mark>[-*•+])[ \t]+(?=\S)")
+_BULLET = re.compile(r"^(?P<indent>[ \t]*)(?P<mark>[-*•+])(?:[ \t]+|$)")
 _RULE = re.compile(r"^[ \t]*(?:[-*_][ \t]*){3,}$")  # "---", "***", "___": a separator, not content
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 # A first line that introduces the list rather than answering: "Sure! Here are 3 worse answers:".

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from candidates import ListSource
+from doubles import ListSource
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 

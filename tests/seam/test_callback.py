@@ -3,30 +3,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from candidates import ListSource
-from lightning.pytorch import LightningModule, Trainer
+from doubles import ListSource, RLConsumer
+from lightning.pytorch import Trainer
 
 from seam_lightning import DataSource, RLHFDataModule, SeamCallback
-from seam_lightning.models import load_tokenizer
-
-
-class RLConsumer(LightningModule):
-    """A user's own RL module: trains on RL prompt batches and records which ids it saw per epoch."""
-
-    data_stage = "rl"
-
-    def __init__(self, model_dir):
-        super().__init__()
-        self.tokenizer = load_tokenizer(model_dir)
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen: dict[int, list[int]] = {}
-
-    def training_step(self, batch, batch_idx):
-        self.seen.setdefault(self.current_epoch, []).extend(batch["ids"].tolist())
-        return (self.weight ** 2).sum() + 0 * batch["input_ids"].float().mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 @pytest.fixture

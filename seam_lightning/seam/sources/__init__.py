@@ -1,6 +1,44 @@
 """Candidate sources: each turns RL examples (I, r) into worse answers r*."""
 
+from seam_lightning.seam.sources.adversarial import (
+    AdversarialSource,
+    AttackStats,
+    RewardFunctionWrapper,
+    RewardModelWrapper,
+    RewardWrapper,
+    build_attack,
+)
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
 from seam_lightning.seam.sources.contrast import ContrastSource
+from seam_lightning.seam.sources.llm import (
+    ChatBackend,
+    ChatBackendError,
+    ChatRequestRejected,
+    Completion,
+    CompletionCache,
+    LLMSource,
+    OpenAIBackend,
+    TransformersBackend,
+    Usage,
+)
 
-__all__ = ["CandidateSource", "CandidateStats", "ContrastSource"]
+__all__ = [
+    "AdversarialSource",
+    "AttackStats",
+    "CandidateSource",
+    "CandidateStats",
+    "ChatBackend",
+    "ChatBackendError",
+    "ChatRequestRejected",
+    "Completion",
+    "CompletionCache",
+    "ContrastSource",
+    "LLMSource",
+    "OpenAIBackend",
+    "RewardFunctionWrapper",
+    "RewardModelWrapper",
+    "RewardWrapper",
+    "TransformersBackend",
+    "Usage",
+    "build_attack",
+]

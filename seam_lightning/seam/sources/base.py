@@ -44,6 +44,13 @@ class CandidateSource(ABC):
         ranks after a barrier, so that an expensive cache is built only once.
         """
 
+    def use_reward_model(self, model, tokenizer) -> None:
+        """Offered the reward model a SEAM run scores with; sources that attack the RM may keep it.
+
+        Called by :class:`~seam_lightning.seam.SeamCallback` before each scoring, so a source
+        need not load a second copy of the model. The default ignores it.
+        """
+
     @abstractmethod
     def candidates(self, instructions: list[str], responses: list[str], num_candidates: int) -> list[list[str]]:
         """Up to num_candidates worse responses per example, same order as the inputs."""
