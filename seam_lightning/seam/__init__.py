@@ -12,7 +12,8 @@ from seam_lightning.seam.selection import largest_seam
 from seam_lightning.seam.sources.adversarial import AdversarialSource
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
 from seam_lightning.seam.sources.contrast import ContrastSource
-from seam_lightning.seam.sources.llm import LLMSource, OpenAIBackend, TransformersBackend
+from seam_lightning.seam.chat import OpenAIBackend, TransformersBackend
+from seam_lightning.seam.sources.llm import LLMSource
 
 __all__ = [
     "AdversarialSource",

@@ -19,13 +19,8 @@ from doubles import ListSource
 from seam_lightning.data.records import DataSource
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
 from seam_lightning.seam.scorer import SeamExample, SeamScorer
-from seam_lightning.seam.sources.adversarial import (
-    ATTACKS,
-    AdversarialSource,
-    RewardFunctionWrapper,
-    RewardModelWrapper,
-    build_attack,
-)
+from seam_lightning.seam.attacks import ATTACKS, RewardFunctionWrapper, RewardModelWrapper, build_attack
+from seam_lightning.seam.sources.adversarial import AdversarialSource
 from seam_lightning.seam.textattack_setup import (
     STOPWORDS_FILE,
     WORDNET_ENV,
@@ -97,7 +92,7 @@ def test_import_textattack_offline_in_a_fresh_process(tmp_path):
         assert {{"the", "and", "of"}} <= set(nltk.corpus.stopwords.words("english")) == set(stopwords())
         if {HAS_WORDNET}:
             from nltk.corpus import wordnet
-            from seam_lightning.seam.sources.adversarial import _wordnet_swap
+            from seam_lightning.seam.attacks import _wordnet_swap
             synonyms = _wordnet_swap()._get_replacement_words("good")
             assert {{"beneficial", "honest"}} <= set(synonyms), synonyms
         from pathlib import Path
@@ -178,10 +173,10 @@ def test_goal_scores_the_reward_margin_over_the_golden_response():
     from textattack.goal_function_results import GoalFunctionResultStatus
     from textattack.shared import AttackedText
 
-    from seam_lightning.seam.sources import adversarial
+    from seam_lightning.seam import attacks
 
     wrapper = RewardFunctionWrapper(hackable_reward)
-    goal = adversarial.RewardHackingGoal(wrapper, query_budget=10)
+    goal = attacks.RewardHackingGoal(wrapper, query_budget=10)
     result, _ = goal.init_attack_example(AttackedText(SEED), GOLDEN)
     margin = hackable_reward("q", [SEED])[0] - hackable_reward("q", [GOLDEN])[0]
     assert result.score == pytest.approx(margin) and result.goal_status == GoalFunctionResultStatus.SEARCHING
@@ -189,7 +184,7 @@ def test_goal_scores_the_reward_margin_over_the_golden_response():
     assert better.goal_status == GoalFunctionResultStatus.SUCCEEDED and better.score > 0
     assert goal.num_queries == 2  # the golden response's reward is not a query
 
-    broken = adversarial.RewardHackingGoal(RewardFunctionWrapper(lambda i, rs: [float("nan")] * len(rs)))
+    broken = attacks.RewardHackingGoal(RewardFunctionWrapper(lambda i, rs: [float("nan")] * len(rs)))
     with pytest.raises(ValueError, match="non-finite reward"):
         broken.init_attack_example(AttackedText(SEED), GOLDEN)
 

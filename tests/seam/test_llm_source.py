@@ -18,15 +18,9 @@ import pytest
 from openai_server import MODEL, Failure, FakeOpenAI, asked_n, numbered_reply, question_of
 from seam_lightning.seam.prompts import WORSE_ANSWERS_PROMPT, check_template, render_worse_answers_prompt
 from seam_lightning.seam.sources.base import CandidateStats
-from seam_lightning.seam.sources.llm import (
-    ChatBackendError,
-    ChatRequestRejected,
-    CompletionCache,
-    LLMSource,
-    OpenAIBackend,
-    TransformersBackend,
-    completion_key,
-)
+from seam_lightning.seam.chat import ChatBackendError, ChatRequestRejected, OpenAIBackend, TransformersBackend
+from seam_lightning.seam.completion_cache import CompletionCache, completion_key
+from seam_lightning.seam.sources.llm import LLMSource
 
 QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?"]
 GOLDEN = ["4", "Shakespeare.", "The number of items."]
@@ -212,7 +206,7 @@ def test_retry_after_forms():
 
     from email.utils import formatdate
 
-    from seam_lightning.seam.sources.llm import _retry_after
+    from seam_lightning.seam.chat import _retry_after
 
     def error(**headers):
         return SimpleNamespace(response=SimpleNamespace(headers=headers))
@@ -413,7 +407,7 @@ def test_unwritable_cache_costs_the_cache_not_the_run(server, tmp_path, caplog):
 
 CHILD = """
 import sys
-from seam_lightning.seam.sources.llm import LLMSource, OpenAIBackend
+from seam_lightning.seam import LLMSource, OpenAIBackend
 src = LLMSource(OpenAIBackend({model!r}, base_url={url!r}, timeout=120, max_retries=0),
                 concurrency=1, cache_dir={cache_dir!r}, progress=False)
 src.candidates({questions!r}, {golden!r}, 2)
@@ -472,7 +466,7 @@ def test_built_from_config(server, tmp_path):
     config = parser.parse_object({"source": {
         "class_path": "seam_lightning.seam.sources.llm.LLMSource",
         "init_args": {
-            "backend": {"class_path": "seam_lightning.seam.sources.llm.OpenAIBackend",
+            "backend": {"class_path": "seam_lightning.seam.chat.OpenAIBackend",
                         "init_args": {"model": MODEL, "base_url": server.url, "max_retries": 2,
                                       "price_per_1m_prompt_tokens": 1.0}},
             "max_rounds": 2, "cache_dir": str(tmp_path / "cfg"), "progress": False,

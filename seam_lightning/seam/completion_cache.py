@@ -1,0 +1,112 @@
+"""An append-only, crash-safe cache of chat completions (one JSONL file per back end)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from seam_lightning.seam.chat import Completion
+
+
+log = logging.getLogger(__name__)
+
+
+def completion_key(backend: str, prompt: str, temperature: float, max_tokens: int, round_index: int,
+                   seed: int | None = None) -> str:
+    """sha256 of what determines a reply. The round index is in it, so asking again for the rest is cached too."""
+    parts = [backend, prompt, float(temperature), int(max_tokens), int(round_index)]
+    if seed is not None:  # only when set, so unseeded keys stay as they were
+        parts.append(int(seed))
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class CompletionCache:
+    """Completions on disk: an append-only JSONL file, one fsync'ed line per completion.
+
+    A line is written the moment its completion arrives, so a killed run loses at most
+    the requests in flight. Each line is one ``write`` to an O_APPEND file, so processes
+    sharing the file (DDP ranks) do not interleave lines on a local file system. A
+    corrupt line (a kill mid-write) is skipped with a warning; the next write starts
+    on a fresh line. A disk that refuses writes costs the cache, never the run.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._entries: dict[str, Completion] = {}
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._open_line = False  # the file ends without a newline: start the next write with one
+        self._writable = True
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self._entries)
+
+    def load(self) -> None:
+        """Read the file once (idempotent); later entries are those this process writes."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                log.warning("cannot read the LLM cache %s (%s); starting without it", self.path, e)
+                return
+            self._open_line = bool(data) and not data.endswith(b"\n")
+            for lineno, raw in enumerate(data.split(b"\n"), start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw.decode("utf-8"))
+                    key, completion = entry["key"], Completion(
+                        entry["text"], int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0))
+                    )
+                    if not isinstance(key, str) or not isinstance(completion.text, str):
+                        raise TypeError("key and text must be strings")
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    log.warning("%s line %d: skipping a corrupt cache line (%s: %s)",
+                                self.path, lineno, type(e).__name__, e)
+                    continue
+                self._entries.setdefault(key, completion)  # the first reply stays the reply
+
+    def get(self, key: str) -> Completion | None:
+        self.load()
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: str, completion: Completion, model: str) -> None:
+        """Remember ``completion`` and append it to the file, durably, before returning."""
+        self.load()
+        line = json.dumps({
+            "key": key, "text": completion.text, "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens, "model": model,
+        }, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._entries.setdefault(key, completion)
+            if not self._writable:
+                return
+            data = (("\n" if self._open_line else "") + line).encode("utf-8")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:  # os.write may write less than asked
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)  # on disk before we move on: a crash now loses nothing paid for
+                finally:
+                    os.close(fd)
+                self._open_line = False
+            except OSError as e:
+                self._writable = False
+                log.warning("cannot write the LLM cache %s (%s); continuing without it", self.path, e)
+
+
+# --------------------------------------------------------------------------- the source
+
