@@ -56,7 +56,6 @@ from seam_lightning.seam.textattack_setup import (
     stopwords,
 )
 
-
 log = logging.getLogger(__name__)
 
 AttackName = Literal["deepwordbug", "pwws", "ga", "bert-attack", "textfooler"]

@@ -16,11 +16,8 @@ live in :mod:`seam_lightning.seam.attacks`.
 Each attack is seeded from (seed, I, r, seed response), with the global
 ``random``/NumPy/torch generators restored afterwards, so results do not
 depend on batch composition, rank or call order.
-
-textattack is imported on first use (through
-:func:`~seam_lightning.seam.textattack_setup.setup_textattack`), so importing
-this module stays cheap; ``RewardHackingGoal`` is created then too.
 """
+
 from __future__ import annotations
 
 import hashlib
