@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,6 +48,35 @@ RewardFunction = Callable[[list[str], list[str]], Any]
 """(instructions, responses) → one score per response (list or tensor): a programmatic reward."""
 
 NO_DROPOUT = LoRASettings(dropout=0.0)
+
+
+@dataclass
+class Rollout:
+    """One PPO step's samples and everything computed about them before the updates.
+
+    Per-token tensors are [B, R] over the response tokens (``mask`` marks the real
+    ones); ``raw_scores`` are the rewards as given, ``scores`` after the EOS penalty,
+    normalisation and clipping; ``sequence_kl`` is Σ_t log π/π_ref per response.
+    """
+
+    responses: Responses
+    logprobs: Tensor
+    values: Tensor
+    raw_scores: Tensor
+    scores: Tensor
+    rewards: Tensor
+    advantages: Tensor
+    returns: Tensor
+    sequence_kl: Tensor
+    generation_time: float
+
+    @property
+    def mask(self) -> Tensor:
+        return self.responses.response_mask
+
+    @property
+    def ended(self) -> Tensor:
+        return self.responses.ended
 
 
 class PPOModule(LightningModule):
@@ -200,21 +230,21 @@ class PPOModule(LightningModule):
         update_time = time.perf_counter() - started
 
         kl_coef = self.kl_controller.value  # the β this step's rewards used
-        self.kl_controller.update(rollout["sequence_kl"].mean().item(), n_steps=len(batch["ids"]))
+        self.kl_controller.update(rollout.sequence_kl.mean().item(), n_steps=len(batch["ids"]))
         self.ppo_step += 1
-        mask = rollout["mask"]
+        mask = rollout.mask
         stats = {
-            "train/reward": rollout["raw_scores"].mean(),
-            "train/reward_std": rollout["raw_scores"].std() if len(mask) > 1 else torch.zeros(()),
-            "train/kl": rollout["sequence_kl"].mean(),
+            "train/reward": rollout.raw_scores.mean(),
+            "train/reward_std": rollout.raw_scores.std() if len(mask) > 1 else torch.zeros(()),
+            "train/kl": rollout.sequence_kl.mean(),
             "train/kl_coef": torch.tensor(kl_coef),
-            "train/non_score_reward": masked_sum(rollout["rewards"], mask) / len(mask) - rollout["scores"].mean(),
+            "train/non_score_reward": masked_sum(rollout.rewards, mask) / len(mask) - rollout.scores.mean(),
             "train/response_length": mask.sum(-1).float().mean(),
-            "train/no_eos_fraction": (~rollout["ended"]).float().mean(),
-            "train/advantage_mean": masked_mean(rollout["advantages"], mask),
-            "train/value_mean": masked_mean(rollout["values"], mask),
+            "train/no_eos_fraction": (~rollout.ended).float().mean(),
+            "train/advantage_mean": masked_mean(rollout.advantages, mask),
+            "train/value_mean": masked_mean(rollout.values, mask),
             "train/ppo_step": torch.tensor(float(self.ppo_step)),
-            "time/generation_s": torch.tensor(rollout["generation_time"]),
+            "time/generation_s": torch.tensor(rollout.generation_time),
             "time/rollout_s": torch.tensor(rollout_time),
             "time/update_s": torch.tensor(update_time),
             **update_stats,
@@ -228,7 +258,7 @@ class PPOModule(LightningModule):
             self.trainer.should_stop = True
 
     @torch.no_grad()
-    def rollout(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def rollout(self, batch: dict[str, Any]) -> Rollout:
         """Sample responses and compute everything PPO needs about them (no gradients)."""
         hp = self.hparams
         started = time.perf_counter()
@@ -252,34 +282,33 @@ class PPOModule(LightningModule):
         advantages, returns = gae(rewards, values, mask, hp.gamma, hp.lam)
         if hp.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
-        return {
-            "responses": responses, "mask": mask, "logprobs": logprobs, "values": values,
-            "raw_scores": raw_scores, "scores": scores, "rewards": rewards, "advantages": advantages,
-            "returns": returns, "ended": responses.ended, "generation_time": generation_time,
+        return Rollout(
+            responses=responses, logprobs=logprobs, values=values, raw_scores=raw_scores, scores=scores,
+            rewards=rewards, advantages=advantages, returns=returns, generation_time=generation_time,
             # Sequence KL (k1 summed over tokens) is what the adaptive controller targets.
-            "sequence_kl": masked_sum(logprobs - ref_logprobs, mask, dim=-1),
-        }
+            sequence_kl=masked_sum(logprobs - ref_logprobs, mask, dim=-1),
+        )
 
-    def update(self, rollout: dict[str, Any]) -> dict[str, Tensor]:
+    def update(self, rollout: Rollout) -> dict[str, Tensor]:
         """``ppo_epochs`` passes of clipped policy and value updates over shuffled mini-batches."""
         hp = self.hparams
-        responses: Responses = rollout["responses"]
+        responses = rollout.responses
         policy_opt, value_opt = self.optimizers()
-        n_rows = len(rollout["mask"])
+        n_rows = len(rollout.mask)
         per_epoch = n_rows // hp.mini_batch_size
         totals: dict[str, list[Tensor]] = {}
         for _ in range(hp.ppo_epochs):
-            order = torch.randperm(n_rows, device=rollout["mask"].device)
+            order = torch.randperm(n_rows, device=rollout.mask.device)
             for i in range(per_epoch):
                 rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
-                seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout["mask"][rows]
+                seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
                 logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
                 logprobs = logprobs_of(logits, responses.tokens[rows])
                 pg_loss, clip_fraction, approx_kl = policy_loss(
-                    logprobs, rollout["logprobs"][rows], rollout["advantages"][rows], mask, hp.clip_range)
+                    logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
                 values = response_values(self.value_model, seq, attn, responses.start)
                 vf_loss, vf_clip_fraction = value_loss(
-                    values, rollout["values"][rows], rollout["returns"][rows], mask, hp.value_clip_range)
+                    values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
                 self.manual_backward(pg_loss / hp.gradient_accumulation_steps)
                 self.manual_backward(vf_loss / hp.gradient_accumulation_steps)
                 if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
