@@ -46,7 +46,8 @@ def main() -> None:
 
     print("\n=== default job finished")
     for (name, _), s in zip(STAGES, summaries):
-        print(f"{name:>13}: {s['global_step']} steps in {s['seconds']:.0f} s; export {s['export_dir']}")
+        steps = f"{s['ppo_steps']} PPO steps" if "ppo_steps" in s else f"{s['global_step']} steps"
+        print(f"{name:>13}: {steps} in {s['seconds']:.0f} s; export {s['export_dir']}")
         print(f"{'':>13}  checkpoint {s['checkpoint']}; logs {s['log_dir']}")
     sft, rm, ppo = (s["metrics"] for s in summaries)
     nan = float("nan")

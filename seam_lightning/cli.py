@@ -42,10 +42,13 @@ class SeamLightningCLI(LightningCLI):
             "export_dir": str(Path(model.export_dir).resolve()) if getattr(model, "export_dir", None) else None,
             "metrics": metrics,
         }
+        if hasattr(model, "ppo_step"):  # manual optimisation: global_step counts optimizer updates
+            summary["ppo_steps"] = model.ppo_step
         if trainer.log_dir:
             Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
             (Path(trainer.log_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"[seam-lightning] {summary['stage']} done after {summary['global_step']} steps")
+        ppo = f" ({summary['ppo_steps']} PPO steps)" if "ppo_steps" in summary else ""
+        print(f"[seam-lightning] {summary['stage']} done after {summary['global_step']} steps{ppo}")
         for key in ("checkpoint", "log_dir", "export_dir"):
             print(f"  {key:<10} {summary[key]}")
         for name, value in sorted(metrics.items()):

@@ -78,14 +78,15 @@ def test_cli_runs_sft_reward_model_and_ppo_with_seam_on_demo_data(tiny_model_dir
                      "--trainer.callbacks.init_args.progress=false"))
     out = capsys.readouterr().out
     assert "SFTModule done after 2 steps" in out and "RewardModule done after 2 steps" in out
-    assert "PPOModule done after 16 steps" in out  # 2 PPO steps × 2 epochs × 2 mini-batches × 2 optimizers
+    # 2 PPO steps × 2 epochs × 2 mini-batches × 2 optimizers
+    assert "PPOModule done after 16 steps (2 PPO steps)" in out
 
     rm_summary = json.loads(next(rm.rglob("summary.json")).read_text())
     assert rm_summary["stage"] == "RewardModule" and 0.0 <= rm_summary["metrics"]["val/accuracy"] <= 1.0
     assert Path(rm_summary["checkpoint"]).is_file()
     summary = json.loads(next(ppo.rglob("summary.json")).read_text())
     metrics = summary["metrics"]
-    assert summary["stage"] == "PPOModule" and Path(summary["checkpoint"]).is_file()
+    assert summary["stage"] == "PPOModule" and summary["ppo_steps"] == 2 and Path(summary["checkpoint"]).is_file()
     assert metrics["seam/pruned"] == 8.0  # 20% of 40 RL prompts
     assert {"val/reward_before", "val/reward", "train/kl", "train/reward"} <= set(metrics)
     assert (ppo / "seam.parquet").is_file() and (ppo / "export" / "config.json").is_file()
