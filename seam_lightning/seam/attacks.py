@@ -47,7 +47,7 @@ from seam_lightning.data.collate import pad
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models.forward import sequence_rewards
 from seam_lightning.models.prefix import continuation_rewards, encode_prompts, supports_prefix_sharing
-from seam_lightning.seam.scorer import _eval_mode, default_token_budget, token_budget_batches
+from seam_lightning.seam.scorer import eval_mode, default_token_budget, token_budget_batches
 from seam_lightning.seam.textattack_setup import (
     OfflineResourceError,
     offline_nltk,
@@ -146,7 +146,7 @@ class RewardModelWrapper(RewardWrapper):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         responses = [self.format.response_ids(t).ids for t in texts]
         out = torch.empty(len(texts), dtype=torch.float64)
-        with torch.inference_mode(), _eval_mode(self.model):
+        with torch.inference_mode(), eval_mode(self.model):
             if self._prompt is None or self._prompt[0] != instruction:
                 ids = self.format.prompt_ids(instruction).ids
                 states = None

@@ -139,7 +139,7 @@ class SeamScorer:
     def _score_chunk(self, chunk: list[SeamExample]) -> list[SeamResult]:
         pm = [_encode(self.policy_format, ex) for ex in chunk]
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
-        with torch.inference_mode(), _eval_mode(self.policy, self.reward_model):
+        with torch.inference_mode(), eval_mode(self.policy, self.reward_model):
             logprobs = self._policy_logprob_sums(pm)
             rewards = self._rewards(rm)
         results = []
@@ -298,7 +298,7 @@ def _seam(logprob_sums: dict[int, float], lengths: list[int], rewards: list[floa
 
 
 @contextmanager
-def _eval_mode(*models: nn.Module) -> Iterator[None]:
+def eval_mode(*models: nn.Module) -> Iterator[None]:
     """Put models in eval mode and restore each submodule's own previous mode afterwards.
 
     Restoring per submodule (not ``model.train(previous)``) keeps mixed states intact,

@@ -46,15 +46,10 @@ from seam_lightning.seam.attacks import (
     build_attack,
     check_attack_resources,
 )
-from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request
+from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
 from seam_lightning.seam.textattack_setup import setup_textattack
 
 log = logging.getLogger(__name__)
-
-
-def _normalise(text: str) -> str:
-    """Collapse whitespace, so 'same text, other spacing' counts as the same text."""
-    return " ".join(text.split())
 
 
 # -- the source ---------------------------------------------------------------------------------
@@ -213,7 +208,7 @@ class AdversarialSource(CandidateSource):
         if self._rejected is None and self.rejected is not None:
             table: dict[str, list[str]] = {}
             for record in load_records(self.rejected, ["instruction", "rejected"]):
-                answers = table.setdefault(_normalise(record.text["instruction"]), [])
+                answers = table.setdefault(normalise_whitespace(record.text["instruction"]), [])
                 if record.text["rejected"] not in answers:
                     answers.append(record.text["rejected"])
             self._rejected = table
@@ -249,7 +244,7 @@ class AdversarialSource(CandidateSource):
             for instruction, golden, prompt_seeds in zip(instructions, responses, seeds):
                 self._wrapper.set_instruction(instruction)
                 found: list[str] = []
-                seen = {_normalise(golden)}
+                seen = {normalise_whitespace(golden)}
                 for seed_text in prompt_seeds:
                     if len(found) == num_candidates:
                         break
@@ -259,10 +254,10 @@ class AdversarialSource(CandidateSource):
                     counts["queries"] += queries
                     if text is None:
                         continue
-                    if _normalise(text) in seen:
+                    if normalise_whitespace(text) in seen:
                         counts["duplicates"] += 1
                     else:
-                        seen.add(_normalise(text))
+                        seen.add(normalise_whitespace(text))
                         found.append(text)
                 results.append(found)
                 bar.update(1)
@@ -282,13 +277,13 @@ class AdversarialSource(CandidateSource):
         """Per prompt up to ``limit`` distinct worse responses: rejected ones first, then the seed source's."""
         out = []
         for instruction, golden in zip(instructions, responses):
-            rejected = (self._rejected or {}).get(_normalise(instruction), [])
-            out.append(_distinct(rejected, {_normalise(golden)}, limit))
+            rejected = (self._rejected or {}).get(normalise_whitespace(instruction), [])
+            out.append(_distinct(rejected, {normalise_whitespace(golden)}, limit))
         need = [i for i, s in enumerate(out) if len(s) < limit]
         if self.seeds is not None and need:
             more = self.seeds.candidates([instructions[i] for i in need], [responses[i] for i in need], limit)
             for i, extra in zip(need, more):
-                taken = {_normalise(s) for s in out[i]} | {_normalise(responses[i])}
+                taken = {normalise_whitespace(s) for s in out[i]} | {normalise_whitespace(responses[i])}
                 out[i] += _distinct(extra, taken, limit - len(out[i]))
         return out
 
@@ -312,7 +307,7 @@ def _distinct(texts: Sequence[str], taken: set[str], limit: int) -> list[str]:
     """Up to ``limit`` non-empty texts not in ``taken`` (by normalised text), in order."""
     out = []
     for text in texts:
-        key = _normalise(text)
+        key = normalise_whitespace(text)
         if len(out) >= limit:
             break
         if key and key not in taken:

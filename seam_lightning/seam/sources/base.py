@@ -56,6 +56,11 @@ class CandidateSource(ABC):
         """Up to num_candidates worse responses per example, same order as the inputs."""
 
 
+def normalise_whitespace(text: str) -> str:
+    """Collapse whitespace, so 'same text, other spacing' counts as the same text."""
+    return " ".join(text.split())
+
+
 def check_request(instructions: list[str], responses: list[str], num_candidates: int) -> None:
     """Validate the arguments of `CandidateSource.candidates` (shared by all sources)."""
     if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:

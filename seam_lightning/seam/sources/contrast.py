@@ -22,7 +22,7 @@ import numpy as np
 from seam_lightning.cache import cache_root
 from seam_lightning.data.records import DataSource, load_records
 from seam_lightning.seam.encoder import DEFAULT_ENCODER, SentenceEncoder, embedding_key, encode_cached, try_atomic_write
-from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request
+from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,6 @@ class Match(NamedTuple):
     instruction: str
     response: str
     similarity: float
-
-
-def _normalise(text: str) -> str:
-    """Collapse whitespace, so 'same text, other spacing' counts as the same text."""
-    return " ".join(text.split())
 
 
 def _nlist(n: int) -> int:
@@ -160,7 +155,7 @@ class ContrastSource(CandidateSource):
     def _pick(self, query: str, golden: str, sims: np.ndarray, ids: np.ndarray, n: int) -> list[Match]:
         """Walk the neighbours by decreasing similarity; keep in-band, non-self, non-duplicate ones."""
         lo, hi = self.band
-        own, seen, out = _normalise(query), {_normalise(golden)}, []
+        own, seen, out = normalise_whitespace(query), {normalise_whitespace(golden)}, []
         # Re-sort by (-similarity, corpus row): ties break the same way on every rank and run.
         for j in np.lexsort((ids, -sims)):
             s, c = float(sims[j]), int(ids[j])
@@ -168,9 +163,9 @@ class ContrastSource(CandidateSource):
                 continue
             if s < lo:
                 break
-            if _normalise(self._instructions[c]) == own:
+            if normalise_whitespace(self._instructions[c]) == own:
                 continue
-            key = _normalise(self._responses[c])
+            key = normalise_whitespace(self._responses[c])
             if key in seen:
                 continue
             seen.add(key)

@@ -28,19 +28,15 @@ from tqdm import tqdm
 from seam_lightning.cache import cache_root
 from seam_lightning.seam.prompts import check_template, render_worse_answers_prompt
 from seam_lightning.seam.replies import split_answers
-from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request
+from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
 from seam_lightning.seam.chat import ChatBackend, ChatRequestRejected, Completion
 from seam_lightning.seam.completion_cache import CompletionCache, completion_key
 
 log = logging.getLogger(__name__)
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _preview(text: str, width: int = 60) -> str:
-    text = _normalise(text)
+    text = normalise_whitespace(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -147,7 +143,7 @@ class LLMSource(CandidateSource):
 
     def _answers(self, question: str, golden: str, n: int) -> list[str]:
         """Ask until n new answers or max_rounds requests; each round asks for the number still missing."""
-        out, seen = [], {_normalise(golden)}
+        out, seen = [], {normalise_whitespace(golden)}
         for round_index in range(self.max_rounds):
             need = n - len(out)
             if need <= 0:
@@ -163,7 +159,7 @@ class LLMSource(CandidateSource):
                 break
             added = 0
             for answer in split_answers(reply.text):
-                key = _normalise(answer)
+                key = normalise_whitespace(answer)
                 if key in seen:
                     continue
                 seen.add(key)
