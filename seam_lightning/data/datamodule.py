@@ -45,7 +45,11 @@ class RLHFDataModule(LightningDataModule):
     Args:
         sft, preference, rl: training sources of D_p, D_r, D_rl (None when unused).
         sft_val, preference_val, rl_val: validation sources (None: no validation).
-        batch_size: examples per training batch (a preference batch holds this many pairs).
+        sft_augmented, preference_augmented: extra training examples appended to D_p / D_r and
+            marked ``augmented`` (e.g. the files SeamCallback(mode="augment", augment_dir=…)
+            wrote during another stage).
+        batch_size: examples per training batch and device (a preference batch holds this many
+            pairs); under DDP the global batch is ``batch_size × world size``.
         eval_batch_size: examples per validation batch (default: ``batch_size``).
         max_instruction_tokens: limit on the instruction's own tokens (the template is extra).
         max_response_tokens: limit on each response (response, chosen, rejected), EOS included.
@@ -64,6 +68,8 @@ class RLHFDataModule(LightningDataModule):
         preference_val: DataSource | None = DataSource("demo://preference_val"),
         rl: DataSource | None = DataSource("demo://rl_train"),
         rl_val: DataSource | None = DataSource("demo://rl_val"),
+        sft_augmented: DataSource | None = None,
+        preference_augmented: DataSource | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         max_instruction_tokens: int = 128,
@@ -80,6 +86,7 @@ class RLHFDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.sources = {"sft": sft, "sft_val": sft_val, "preference": preference,
                         "preference_val": preference_val, "rl": rl, "rl_val": rl_val}
+        self.augmented_sources = {"sft": sft_augmented, "preference": preference_augmented}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_instruction_tokens = max_instruction_tokens
@@ -116,6 +123,7 @@ class RLHFDataModule(LightningDataModule):
             self.connect(module.tokenizer, module.data_stage)
         if self.stage is None:
             raise RuntimeError("RLHFDataModule.setup: call connect(tokenizer, stage) first or run under a Trainer")
+        self._load_augmented_sources()
         for split in (self.stage, f"{self.stage}_val"):
             if self.sources[split] is not None:
                 self.examples(split)
@@ -123,6 +131,13 @@ class RLHFDataModule(LightningDataModule):
         rank_zero_info(f"[RLHFDataModule] over-long fields ({self.overlong}): {summary}")
 
     # -- data -------------------------------------------------------------------------------
+
+    def _load_augmented_sources(self) -> None:
+        # Once: they become part of `added`, which checkpoints carry (a resumed run gets them from there).
+        for kind, source in self.augmented_sources.items():
+            if source is not None and not any(r.origin.startswith(f"{source.path}") for r in self.added[kind]):
+                records = load_records(source, FIELDS[kind])
+                self.add_examples(kind, [r.text for r in records], origin=source.path)
 
     def records(self, split: str) -> list[Record]:
         """Validated raw records of a split (``"sft"``, ``"sft_val"``, ``"rl"``, …), read once."""
@@ -178,18 +193,23 @@ class RLHFDataModule(LightningDataModule):
             ids = set(ids)
         self.active_rl_ids = ids
 
-    def add_examples(self, kind: Literal["sft", "preference"], texts: list[dict[str, str]]) -> list[int]:
-        """Add augmented examples to D_p or D_r; they reach the next epoch's loader. Returns their ids."""
+    def add_examples(self, kind: Literal["sft", "preference"], texts: list[dict[str, str]],
+                     origin: str = "augmented") -> list[int]:
+        """Add augmented examples to D_p or D_r; they reach the next epoch's loader. Returns their ids.
+
+        Ids continue after the split's own records (and earlier additions); ``origin`` is
+        kept in each record's provenance.
+        """
         if kind not in self.added:
             raise ValueError(f"examples can be added to 'sft' or 'preference', not {kind!r}")
-        existing = self.records(kind) + self.added[kind]
-        next_id = max(r.id for r in existing) + 1
+        existing = (self.records(kind) if self.sources[kind] is not None else []) + self.added[kind]
+        next_id = max((r.id for r in existing), default=-1) + 1
         new = []
         for offset, text in enumerate(texts):
             missing = [f for f in FIELDS[kind] if not isinstance(text.get(f), str) or not text[f].strip()]
             if missing:
-                raise DataError(f"augmented {kind} example {offset}: missing or empty field(s) {missing}")
-            new.append(Record(next_id + offset, {f: text[f] for f in FIELDS[kind]}, f"augmented {kind} #{next_id + offset}"))
+                raise DataError(f"{origin} {kind} example {offset}: missing or empty field(s) {missing}")
+            new.append(Record(next_id + offset, {f: text[f] for f in FIELDS[kind]}, f"{origin} #{next_id + offset}"))
         self.added[kind].extend(new)
         self._examples.pop(kind, None)
         return [r.id for r in new]
@@ -197,14 +217,15 @@ class RLHFDataModule(LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         return {
             "active_rl_ids": None if self.active_rl_ids is None else sorted(self.active_rl_ids),
-            "added": {k: [{"id": r.id, "text": r.text} for r in v] for k, v in self.added.items()},
+            "added": {k: [{"id": r.id, "text": r.text, "origin": r.origin} for r in v] for k, v in self.added.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         ids = state.get("active_rl_ids")
         self.active_rl_ids = None if ids is None else set(ids)
-        self.added = {k: [Record(r["id"], r["text"], f"augmented {k} #{r['id']}") for r in v]
-                      for k, v in state.get("added", {}).items()}
+        self.added = {"sft": [], "preference": []}
+        self.added.update({k: [Record(r["id"], r["text"], r.get("origin", f"augmented #{r['id']}")) for r in v]
+                           for k, v in state.get("added", {}).items()})
         self._examples.clear()
 
     # -- loaders ----------------------------------------------------------------------------
@@ -227,7 +248,9 @@ class RLHFDataModule(LightningDataModule):
         collate = partial(COLLATE[self.stage], pad_id=self.formatter.tokenizer.pad_token_id)
         sampler = None
         if shuffle:
-            sampler = EpochShuffleSampler(len(examples), self.seed)
+            # Each rank takes its share of one global order (see EpochShuffleSampler).
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+            sampler = EpochShuffleSampler(len(examples), self.seed, num_replicas=world, rank=rank)
             sampler.skip(self._consumed_before_restart() * batch_size)
         # Its own generator: building the iterator must not draw from the global random stream.
         return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate,

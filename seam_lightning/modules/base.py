@@ -62,6 +62,26 @@ def drop_frozen_parameters(state_dict: dict[str, Any], module: torch.nn.Module) 
     return {k: v for k, v in state_dict.items() if k not in frozen}
 
 
+def global_token_mean(module: LightningModule, loss_sum: torch.Tensor, count: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A token-mean loss that is right under DDP: (loss to backpropagate, global mean to log).
+
+    DDP averages gradients across ranks, so each rank's mean over its own tokens would
+    weight a token by 1/(its rank's token count). Dividing each rank's sum by the
+    global count and multiplying by the world size makes the averaged gradient that
+    of the mean over every token of the global batch, as in one process.
+    """
+    trainer = module._trainer
+    world = trainer.world_size if trainer is not None else 1
+    if world == 1:
+        mean = loss_sum / count.clamp(min=1)
+        return mean, mean.detach()
+    strategy = trainer.strategy
+    total = strategy.reduce(count.detach().float(), reduce_op="sum").clamp(min=1)
+    global_mean = strategy.reduce(loss_sum.detach(), reduce_op="sum") / total
+    return loss_sum * world / total, global_mean
+
+
 def perplexity(mean_nll: torch.Tensor) -> torch.Tensor:
     """exp of the token-mean NLL, capped so a diverged run logs a number, not inf."""
     return torch.exp(mean_nll.clamp(max=math.log(1e6)))

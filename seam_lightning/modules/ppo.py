@@ -40,7 +40,7 @@ from seam_lightning.rl.functional import (
     token_rewards,
     value_loss,
 )
-from seam_lightning.rl.generation import Responses, SamplingSettings, sample_responses
+from seam_lightning.rl.generation import Responses, SamplingSettings, mix_seed, sample_responses
 from seam_lightning.rl.kl_controller import kl_controller
 from seam_lightning.rl.normalization import RunningMoments
 
@@ -96,7 +96,8 @@ class PPOModule(LightningModule):
         value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
         weight_decay: AdamW weight decay.
         ppo_epochs: passes over each rollout batch.
-        mini_batch_size: rows per update; must divide the data module's batch size.
+        mini_batch_size: rows per update and device; must divide the data module's batch size
+            (under DDP each rank updates on its own rows; gradients and statistics are global).
         gradient_accumulation_steps: mini-batches whose gradients make one update.
         clip_range: ε of the clipped policy objective.
         value_clip_range: ε of the clipped value loss (None: unclipped).
@@ -114,6 +115,9 @@ class PPOModule(LightningModule):
         max_ppo_steps: stop after this many PPO steps (None: when the Trainer stops).
         evaluate_at_start: measure the held-out reward before the first update (``val/reward_before``).
         eval_greedy: evaluate greedy responses (deterministic) rather than sampled ones.
+        seed: seed of the response sampling. Each prompt's response is drawn from its own
+            stream, seeded by (seed, PPO step, example id), so it does not depend on the
+            batch it is in or the rank that runs it: a DDP run samples what one process would.
         export_dir: where to write the trained policy (None: no export).
     """
 
@@ -151,6 +155,7 @@ class PPOModule(LightningModule):
         max_ppo_steps: int | None = None,
         evaluate_at_start: bool = True,
         eval_greedy: bool = True,
+        seed: int = 0,
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -230,7 +235,8 @@ class PPOModule(LightningModule):
         update_time = time.perf_counter() - started
 
         kl_coef = self.kl_controller.value  # the β this step's rewards used
-        self.kl_controller.update(rollout.sequence_kl.mean().item(), n_steps=len(batch["ids"]))
+        all_kl = self._gather_rows(rollout.sequence_kl)  # every rank's, so β moves the same everywhere
+        self.kl_controller.update(all_kl.mean().item(), n_steps=len(all_kl))
         self.ppo_step += 1
         mask = rollout.mask
         stats = {
@@ -249,9 +255,11 @@ class PPOModule(LightningModule):
             "time/update_s": torch.tensor(update_time),
             **update_stats,
         }
-        self.log_dict({k: v.float() for k, v in stats.items()}, batch_size=len(mask))
-        self.log("reward", stats["train/reward"].float(), prog_bar=True, logger=False, batch_size=len(mask))
-        self.log("kl", stats["train/kl"].float(), prog_bar=True, logger=False, batch_size=len(mask))
+        # Means over ranks of per-rank means: every rank holds the same number of prompts.
+        self.log_dict({k: v.float() for k, v in stats.items()}, batch_size=len(mask), sync_dist=True)
+        self.log("reward", stats["train/reward"].float(), prog_bar=True, logger=False, batch_size=len(mask),
+                 sync_dist=True)
+        self.log("kl", stats["train/kl"].float(), prog_bar=True, logger=False, batch_size=len(mask), sync_dist=True)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.hparams.max_ppo_steps is not None and self.ppo_step >= self.hparams.max_ppo_steps:
@@ -262,7 +270,8 @@ class PPOModule(LightningModule):
         """Sample responses and compute everything PPO needs about them (no gradients)."""
         hp = self.hparams
         started = time.perf_counter()
-        responses = self._sample(batch, greedy=False)
+        seeds = [mix_seed(hp.seed, self.ppo_step, int(i)) for i in batch["ids"]]
+        responses = self._sample(batch, greedy=False, seeds=seeds)
         generation_time = time.perf_counter() - started
 
         logprobs, ref_logprobs, values = [], [], []
@@ -275,13 +284,16 @@ class PPOModule(LightningModule):
         logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
 
         mask = responses.response_mask
+        _check_finite(batch["ids"], "log-prob under the policy", logprobs, mask, self._all_sum)
+        _check_finite(batch["ids"], "log-prob under the reference policy", ref_logprobs, mask, self._all_sum)
         raw_scores = self._scores(batch, responses)
+        _check_finite(batch["ids"], "reward", raw_scores, None, self._all_sum)
         scores = self._shape_scores(raw_scores, responses.ended)
         kl = kl_penalty(logprobs, ref_logprobs, hp.kl_estimator)
         rewards = token_rewards(scores, kl, self.kl_controller.value, mask)
         advantages, returns = gae(rewards, values, mask, hp.gamma, hp.lam)
         if hp.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = masked_whiten(advantages, mask, all_sum=self._all_sum)
         return Rollout(
             responses=responses, logprobs=logprobs, values=values, raw_scores=raw_scores, scores=scores,
             rewards=rewards, advantages=advantages, returns=returns, generation_time=generation_time,
@@ -309,8 +321,10 @@ class PPOModule(LightningModule):
                 values = response_values(self.value_model, seq, attn, responses.start)
                 vf_loss, vf_clip_fraction = value_loss(
                     values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
-                self.manual_backward(pg_loss / hp.gradient_accumulation_steps)
-                self.manual_backward(vf_loss / hp.gradient_accumulation_steps)
+                # One backward for both models (DDP reduces every trainable weight in each
+                # backward); the share makes the rank average the global token mean.
+                share = self._token_share(mask)
+                self.manual_backward((pg_loss + vf_loss) * share / hp.gradient_accumulation_steps)
                 if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
                     for optimizer in (policy_opt, value_opt):
                         if hp.max_grad_norm is not None:
@@ -325,10 +339,38 @@ class PPOModule(LightningModule):
                     totals.setdefault(f"train/{name}", []).append(value.detach())
         return {name: torch.stack(values).mean() for name, values in totals.items()}
 
-    def _sample(self, batch: dict[str, Any], greedy: bool) -> Responses:
+    def _sample(self, batch: dict[str, Any], greedy: bool, seeds: list[int] | None = None) -> Responses:
         return sample_responses(self.policy, batch["input_ids"], batch["attention_mask"], self.sampling,
                                 eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                                greedy=greedy)
+                                greedy=greedy, seeds=seeds)
+
+    # -- across DDP ranks (identities in a single process) -----------------------------------
+
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def _all_sum(self, value: Tensor) -> Tensor:
+        """``value`` summed over ranks."""
+        if self._world_size() == 1:
+            return value
+        return self.trainer.strategy.reduce(value.clone(), reduce_op="sum")
+
+    def _gather_rows(self, value: Tensor) -> Tensor:
+        """Per-prompt values [B] of every rank, concatenated [world × B]."""
+        if self._world_size() == 1:
+            return value
+        return self.all_gather(value).reshape(-1)
+
+    def _token_share(self, mask: Tensor) -> Tensor:
+        """Weight turning this rank's token-mean loss into its part of the global token mean.
+
+        DDP averages gradients over ranks; local_tokens × world / global_tokens makes that
+        average the gradient of the mean over every rank's tokens (1 in one process).
+        """
+        if self._world_size() == 1:
+            return torch.ones((), device=mask.device)
+        local = mask.sum().float()
+        return local * self._world_size() / self._all_sum(local).clamp(min=1)
 
     def _logprobs(self, model: nn.Module, seq: Tensor, attn: Tensor, tokens: Tensor, start: int) -> Tensor:
         return logprobs_of(response_logits(model, seq, attn, start) / self.sampling.temperature, tokens)
@@ -348,14 +390,13 @@ class PPOModule(LightningModule):
     def _shape_scores(self, scores: Tensor, ended: Tensor) -> Tensor:
         hp = self.hparams
         scores = scores.float()
-        if not torch.isfinite(scores).all():
-            raise FloatingPointError(f"non-finite reward for RL example(s) {torch.nonzero(~torch.isfinite(scores)).flatten().tolist()}")
         if hp.missing_eos_penalty is not None:
             scores = scores - hp.missing_eos_penalty * (~ended).float()
-        if hp.reward_normalization == "batch" and len(scores) > 1:
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        everyone = self._gather_rows(scores)  # normalise by the global batch, as one process would
+        if hp.reward_normalization == "batch" and len(everyone) > 1:
+            scores = (scores - everyone.mean()) / (everyone.std() + 1e-8)
         elif hp.reward_normalization == "running":
-            self.reward_moments.update(scores)
+            self.reward_moments.update(everyone)
             scores = (scores - self.reward_moments.mean) / (self.reward_moments.std + 1e-8)
         if hp.reward_clip is not None:
             scores = scores.clamp(-hp.reward_clip, hp.reward_clip)
@@ -366,7 +407,10 @@ class PPOModule(LightningModule):
     @torch.no_grad()
     def evaluate_batch(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Reward, sequence KL to π_ref and length of one response per held-out prompt."""
-        responses = self._sample(batch, greedy=self.hparams.eval_greedy)
+        greedy = self.hparams.eval_greedy
+        # Sampled evaluation draws each prompt's response from a fixed stream of its own.
+        seeds = None if greedy else [mix_seed(self.hparams.seed, -1, int(i)) for i in batch["ids"]]
+        responses = self._sample(batch, greedy=greedy, seeds=seeds)
         tokens, start = responses.tokens, responses.start
         logprobs = self._logprobs(self.policy, responses.sequences, responses.attention_mask, tokens, start)
         with self.reference() as reference:
@@ -451,6 +495,22 @@ def _check_same_tokenizer(tokenizer, name: str) -> None:
     if other.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"{name}: its tokenizer differs from the policy's; PPO needs the reward and value "
                          "models to share the policy's vocabulary")
+
+
+def _check_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None,
+                  all_sum: Callable[[Tensor], Tensor]) -> None:
+    """Stop on a NaN/inf (on the response tokens) before it reaches an update, naming the example ids.
+
+    The check is collective — every rank learns that some rank saw one — so no rank
+    is left waiting in a collective for a rank that stopped.
+    """
+    finite = torch.isfinite(values) if mask is None else torch.isfinite(values) | (mask == 0)
+    bad_rows = ~finite if finite.dim() == 1 else ~finite.all(-1)
+    if all_sum(bad_rows.sum().float()).item() == 0:
+        return
+    bad = [int(ids[i]) for i in torch.nonzero(bad_rows).flatten().tolist()]
+    where = f"RL example id(s) {bad}" if bad else "example(s) on another rank"
+    raise FloatingPointError(f"PPO: non-finite {what} for {where}; stopping before it reaches an update")
 
 
 def _row_chunks(n: int, size: int) -> Iterator[slice]:

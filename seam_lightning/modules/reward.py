@@ -55,9 +55,12 @@ class RewardModule(HFModule):
         chosen, rejected = self.pair_rewards(batch)
         loss = pairwise_ranking_loss(chosen, rejected)
         n = len(batch["ids"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/accuracy", preference_correct(chosen, rejected).mean(), prog_bar=True, batch_size=n)
-        self.log("train/margin", (chosen - rejected).mean().detach(), batch_size=n)
+        # Every rank holds the same number of pairs (the sampler pads), so the mean over
+        # ranks of these means is the global batch's mean, as DDP's gradient average is.
+        self.log("train/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("train/accuracy", preference_correct(chosen, rejected).mean(), prog_bar=True, batch_size=n,
+                 sync_dist=True)
+        self.log("train/margin", (chosen - rejected).mean().detach(), batch_size=n, sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:

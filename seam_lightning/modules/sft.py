@@ -9,7 +9,7 @@ from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import response_nll
 from seam_lightning.models.loading import DEFAULT_MODEL, LoRASettings, Quantization, load_policy, load_tokenizer
-from seam_lightning.modules.base import HFModule, perplexity
+from seam_lightning.modules.base import HFModule, global_token_mean, perplexity
 
 
 class SFTModule(HFModule):
@@ -45,9 +45,10 @@ class SFTModule(HFModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         nll_sum, n_tokens = response_nll(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss = nll_sum / n_tokens.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
-        self.log("train/perplexity", perplexity(loss.detach()), batch_size=len(batch["ids"]))
+        # The mean over every response token of the global batch, also under DDP.
+        loss, global_loss = global_token_mean(self, nll_sum, n_tokens)
+        self.log("train/loss", global_loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log("train/perplexity", perplexity(global_loss), batch_size=len(batch["ids"]))
         return loss
 
     def on_validation_epoch_start(self) -> None:

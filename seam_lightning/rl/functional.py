@@ -7,6 +7,7 @@ padding, and never lets a padded position leak into a result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -27,23 +28,35 @@ def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return masked_sum(values, mask, dim) / count.clamp(min=1)
 
 
-def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance over the unmasked entries (Bessel-corrected by default)."""
-    mean = masked_mean(values, mask)
-    n = mask.sum()
-    var = masked_sum((values - mean) ** 2, mask) / n.clamp(min=1)
+def masked_moments(values: Tensor, mask: Tensor, unbiased: bool = True,
+                   all_sum: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Mean and variance over the unmasked entries (variance Bessel-corrected by default).
+
+    ``all_sum`` sums a tensor across processes (e.g. DDP ranks); the moments are then
+    those of every rank's entries together, as if one process held them all.
+    """
+    all_sum = all_sum or (lambda x: x)
+    n = all_sum(mask.sum().to(values.dtype))
+    mean = all_sum(masked_sum(values, mask)) / n.clamp(min=1)
+    var = all_sum(masked_sum((values - mean) ** 2, mask)) / n.clamp(min=1)
     if unbiased and n > 1:
         var = var * n / (n - 1)
-    return var
+    return mean, var
 
 
-def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance over the unmasked entries (Bessel-corrected by default)."""
+    return masked_moments(values, mask, unbiased)[1]
+
+
+def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """(x − mean) / std over the unmasked entries; masked entries become 0.
 
     With ``shift_mean=False`` the mean is added back (scale only), as for rewards
-    whose sign carries meaning.
+    whose sign carries meaning. ``all_sum``: see :func:`masked_moments`.
     """
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    mean, var = masked_moments(values, mask, all_sum=all_sum)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,46 @@ class Responses:
         return self.response_mask.sum(-1)
 
 
+class SeededGumbelSampling(LogitsProcessor):
+    """Sample each row from its own random stream: argmax(logits/T + Gumbel noise) (the Gumbel-max trick).
+
+    Generation runs greedy over these scores, and argmax(ℓ + G) with G ~ Gumbel(0, 1)
+    is an exact draw from softmax(ℓ). Row b's noise at step t comes from a generator
+    seeded with (seeds[b], t), so a prompt's response depends on its seed only — not
+    on the other prompts in the batch, the padding, the rank it runs on, or the global
+    random stream. Top-k and top-p filter the scores before the noise, as in sampling.
+    """
+
+    def __init__(self, seeds: list[int], settings: SamplingSettings):
+        self.seeds = seeds
+        self.step = 0
+        self.warpers = [TemperatureLogitsWarper(settings.temperature)]
+        if settings.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        noise = torch.empty_like(scores, dtype=torch.float32)
+        for row, seed in enumerate(self.seeds):
+            generator = torch.Generator(device=scores.device).manual_seed(mix_seed(seed, self.step))
+            uniform = torch.rand(scores.shape[-1], generator=generator, device=scores.device)
+            noise[row] = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
+        self.step += 1
+        return scores.float() + noise
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (splitmix64-style mixing; no Python ``hash``)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return value >> 1
+
+
 @torch.no_grad()
 def sample_responses(
     policy: nn.Module,
@@ -62,15 +103,27 @@ def sample_responses(
     eos_token_id: int,
     pad_token_id: int,
     greedy: bool = False,
+    seeds: list[int] | None = None,
 ) -> Responses:
-    """Generate one response per left-padded prompt (sampling, or greedy decoding for evaluation)."""
+    """Generate one response per left-padded prompt (sampling, or greedy decoding for evaluation).
+
+    With ``seeds`` (one per prompt) each response is drawn from its own random stream
+    (:class:`SeededGumbelSampling`); without, from the global torch random stream.
+    """
+    processors = None
+    if seeds is not None and not greedy:
+        if len(seeds) != len(input_ids):
+            raise ValueError(f"sample_responses: {len(seeds)} seeds for {len(input_ids)} prompts")
+        processors = LogitsProcessorList([SeededGumbelSampling(list(seeds), settings)])
+    sample = not greedy and processors is None
     config = GenerationConfig(
-        max_new_tokens=settings.max_new_tokens, do_sample=not greedy,
-        temperature=settings.temperature if not greedy else None,
-        top_k=settings.top_k if not greedy else None, top_p=settings.top_p if not greedy else None,
+        max_new_tokens=settings.max_new_tokens, do_sample=sample,
+        temperature=settings.temperature if sample else None,
+        top_k=settings.top_k if sample else None, top_p=settings.top_p if sample else None,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id,
     )
-    sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                logits_processor=processors)
     start = input_ids.shape[1]
     response = sequences[:, start:]
     is_eos = response == eos_token_id

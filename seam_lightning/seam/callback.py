@@ -1,17 +1,26 @@
-"""SeamCallback: score every RL prompt with SEAM while training runs, and prune the worst.
+"""SeamCallback: score every RL prompt with SEAM while training runs, then prune or augment.
 
 The callback is an ordinary `lightning.Callback`. On its schedule (at fit start
-and after every ``every_n_epochs``-th epoch that another epoch follows) it builds candidates r* for each RL example
-(I, r) with its candidate source, scores them with :class:`SeamScorer`, and
-removes the ``fraction`` of prompts with the **largest** SEAM — the largest
-PM–RM discrepancy — from the data module's RL loader. Ties break by example id.
+and after every ``every_n_epochs``-th epoch that another epoch follows) it builds
+candidates r* for each RL example (I, r) with its candidate source, scores them
+with :class:`SeamScorer`, and selects the ``fraction`` of prompts with the
+**largest** SEAM — the largest PM–RM discrepancy; ties break by example id. In
+``prune`` mode the selection leaves the RL loader; in ``augment`` mode it gets
+contrast-instruction examples in the SFT and preference sets (paper §8).
+
+Under DDP each rank scores its share of D_rl (records rank, rank + world, …), the
+results are gathered, and every rank takes the same decision from the same
+numbers (checked). Each scored chunk is appended to a progress file first, so a
+run killed while scoring resumes without scoring anything twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,20 +34,31 @@ from torchmetrics import MeanMetric
 
 from seam_lightning.data.records import Record
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
+from seam_lightning.rl.generation import mix_seed
+from seam_lightning.seam.augment import contrast_augmentations
+from seam_lightning.seam.progress import ScoringProgress, example_key, model_fingerprint, run_fingerprint
 from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
-from seam_lightning.seam.selection import largest_seam
+from seam_lightning.seam.selection import largest_seam, selection_size
 from seam_lightning.seam.sources.base import CandidateSource
+from seam_lightning.seam.sources.contrast import ContrastSource
 
 log = logging.getLogger(__name__)
 
 
 class SeamCallback(Callback):
-    """Prune the RL prompts where the reward model and the policy fit each other worst.
+    """Prune or augment the RL prompts where the reward model and the policy fit each other worst.
 
     Args:
         source: builds the candidates r* (e.g. ``ContrastSource``).
-        mode: ``"prune"`` removes the selected prompts from the RL loader.
+        mode: ``"prune"`` removes the selected prompts from the RL loader; ``"augment"`` adds
+            contrast-instruction examples for them to the SFT set, (I*, r*), and to the
+            preference set, (I, chosen=r, rejected=r*) (paper §8). Augmented examples reach
+            the next epoch's SFT/preference loader, are marked ``augmented`` and are saved
+            in checkpoints.
         fraction: share of D_rl selected (the largest SEAM values; paper: 0.2).
+        selection: ``"seam"`` (the largest SEAM); ``"random"``, the same fraction drawn at
+            random (the paper's baseline; nothing is scored); ``"all"``, every prompt (full
+            augmentation; augment mode only).
         num_candidates: candidates per prompt, N (paper: 30).
         every_n_epochs: rescore after every n-th training epoch (0: only at fit start);
             needs ``Trainer(reload_dataloaders_every_n_epochs=1)`` so the next epoch sees the change.
@@ -53,13 +73,22 @@ class SeamCallback(Callback):
         token_budget: tokens per scoring forward pass (rows × padded length); None picks one
             for the device (2048 on a CPU, 16384 on a GPU).
         progress: show a progress bar while scoring.
+        augmentations_per_prompt: contrast examples per selected prompt (paper: 5).
+        augment_source: where augmentations come from (default: ``source``, which must then
+            be a ``ContrastSource``).
+        augment_dir: also write every augmented example so far to ``sft.jsonl`` and
+            ``preference.jsonl`` here (atomically), for a later stage's data module.
+        save_progress: append each scored chunk to a progress file and reuse it on a rerun.
+        progress_dir: where progress files go (default ``<default_root_dir>/seam_progress``).
+        seed: seed of ``selection="random"`` (each rescoring draws anew).
     """
 
     def __init__(
         self,
         source: CandidateSource,
-        mode: Literal["prune"] = "prune",
+        mode: Literal["prune", "augment"] = "prune",
         fraction: float = 0.2,
+        selection: Literal["seam", "random", "all"] = "seam",
         num_candidates: int = 30,
         every_n_epochs: int = 1,
         at_fit_start: bool = True,
@@ -69,9 +98,24 @@ class SeamCallback(Callback):
         scores_path: str | None = None,
         token_budget: int | None = None,
         progress: bool = True,
+        augmentations_per_prompt: int = 5,
+        augment_source: ContrastSource | None = None,
+        augment_dir: str | None = None,
+        save_progress: bool = True,
+        progress_dir: str | None = None,
+        seed: int = 0,
     ):
-        if mode != "prune":
-            raise ValueError(f"SeamCallback mode must be 'prune', got {mode!r}")
+        if mode not in ("prune", "augment"):
+            raise ValueError(f"SeamCallback mode must be 'prune' or 'augment', got {mode!r}")
+        if selection not in ("seam", "random", "all"):
+            raise ValueError(f"selection must be 'seam', 'random' or 'all', got {selection!r}")
+        if selection == "all" and mode == "prune":
+            raise ValueError("selection='all' would prune every RL prompt; it is for mode='augment'")
+        if augmentations_per_prompt < 1:
+            raise ValueError(f"augmentations_per_prompt must be >= 1, got {augmentations_per_prompt}")
+        if mode == "augment" and augment_source is None and not isinstance(source, ContrastSource):
+            raise ValueError("SeamCallback(mode='augment') builds contrast-instruction examples: give "
+                             f"augment_source=ContrastSource(...) (the source is a {type(source).__name__})")
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
         if num_candidates < 1 or every_n_epochs < 0:
@@ -81,6 +125,7 @@ class SeamCallback(Callback):
         self.source = source
         self.mode = mode
         self.fraction = fraction
+        self.selection = selection
         self.num_candidates = num_candidates
         self.every_n_epochs = every_n_epochs
         self.at_fit_start = at_fit_start
@@ -90,12 +135,23 @@ class SeamCallback(Callback):
         self.scores_path = scores_path
         self.token_budget = token_budget
         self.progress = progress
+        self.augmentations_per_prompt = augmentations_per_prompt
+        self.augment_source = augment_source
+        self.augment_dir = augment_dir
+        self.save_progress = save_progress
+        self.progress_dir = progress_dir
+        self.seed = seed
         self._loaded: dict[str, Any] = {}
-        # State saved in checkpoints.
+        # State saved in checkpoints (the augmented examples live in the data module's state).
         self.scores: dict[int, float] = {}
         self.active_ids: list[int] | None = None
-        self.pruned_ids: list[int] = []
+        self.selected_ids: list[int] = []
         self.rescorings = 0
+
+    @property
+    def pruned_ids(self) -> list[int]:
+        """The RL ids removed from training (empty in augment mode)."""
+        return self.selected_ids if self.mode == "prune" else []
 
     # -- Lightning hooks --------------------------------------------------------------------
 
@@ -107,7 +163,7 @@ class SeamCallback(Callback):
             )
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.active_ids is not None:  # resumed: keep the data the run was using
+        if self.rescorings:  # resumed: keep the data the run was using (augmentations are restored with the data module)
             _datamodule(trainer).set_active_rl_ids(self.active_ids)
         elif self.at_fit_start:
             self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
@@ -118,52 +174,139 @@ class SeamCallback(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"scores": dict(self.scores), "active_ids": self.active_ids,
-                "pruned_ids": list(self.pruned_ids), "rescorings": self.rescorings}
+                "selected_ids": list(self.selected_ids), "rescorings": self.rescorings}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.scores = {int(k): float(v) for k, v in state_dict["scores"].items()}
         self.active_ids = state_dict["active_ids"]
-        self.pruned_ids = list(state_dict["pruned_ids"])
+        self.selected_ids = list(state_dict.get("selected_ids", state_dict.get("pruned_ids", [])))
         self.rescorings = state_dict["rescorings"]
 
     # -- scoring ----------------------------------------------------------------------------
 
     def rescore(self, trainer: Trainer, pl_module: LightningModule, for_epoch: int = 0) -> list[SeamResult]:
-        """Score all of D_rl, prune the largest-SEAM fraction, log and (optionally) write the scores.
+        """Score all of D_rl, select the largest-SEAM fraction, prune or augment, log and write the scores.
 
         ``for_epoch`` is the epoch that will train on the new selection; it names the scores file.
+        Returns the SEAM results (none with ``selection="random"``/``"all"``, which score nothing).
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
+        results: list[SeamResult] = []
+        if self.selection == "seam":
+            results = self._score(trainer, pl_module, records)
+            self.scores = {r.id: r.seam for r in results}
+            selected = largest_seam(self.scores, self.fraction)
+        elif self.selection == "random":
+            ids = sorted(r.id for r in records)
+            rng = random.Random(mix_seed(self.seed, self.rescorings))
+            selected = sorted(rng.sample(ids, selection_size(len(ids), self.fraction)))
+        else:
+            selected = sorted(r.id for r in records)
+        _check_same_on_every_rank(trainer, selected)
+        previous, self.selected_ids = set(self.selected_ids), selected
+        chosen = set(selected)
+        metrics = self._metrics(results, chosen, previous)
+        if self.mode == "prune":
+            self.active_ids = sorted({r.id for r in records} - chosen)
+            datamodule.set_active_rl_ids(self.active_ids)
+            metrics["seam/pruned"] = float(len(chosen))
+        else:
+            metrics.update(self._augment(trainer, datamodule, records, selected))
+        self.rescorings += 1
+
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        action = "pruned" if self.mode == "prune" else "augmented"
+        how = "with the largest SEAM" if self.selection == "seam" else f"({self.selection} selection)"
+        summary = f"[SeamCallback] {action} {len(chosen)} of {len(records)} RL prompts {how}"
+        if results:
+            summary += (f" (mean SEAM {metrics['seam/mean']:.4g}, RM misjudgement rate "
+                        f"{metrics['seam/misjudgement_rate']:.3f})")
+        if self.mode == "augment":
+            summary += (f"; added {int(metrics['seam/augmented_sft'])} SFT and "
+                        f"{int(metrics['seam/augmented_preference'])} preference examples")
+        rank_zero_info(summary)
+        if self.scores_path and results and trainer.is_global_zero:
+            path = self.scores_path.format(epoch=for_epoch)
+            write_scores(path, results, records, chosen)
+            rank_zero_info(f"[SeamCallback] wrote scores to {Path(path).resolve()}")
+        return results
+
+    def _score(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> list[SeamResult]:
+        """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
+        datamodule = _datamodule(trainer)
         reward_model, tokenizer = self._reward_model(pl_module), self._tokenizer(pl_module)
         self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
+        mine = records[trainer.global_rank::trainer.world_size]
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
         with self._policy_model(pl_module) as policy, trainer.precision_plugin.forward_context():
+            progress = self._scoring_progress(trainer, policy, reward_model, datamodule)
+            done = progress.load() if progress is not None else {}
+            trainer.strategy.barrier()  # every rank has read the files before any rank appends
             scorer = SeamScorer(policy, reward_model, tokenizer,
                                 max_instruction_tokens=datamodule.max_instruction_tokens,
                                 max_response_tokens=datamodule.max_response_tokens,
                                 token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)
-            results = list(scorer.score(self._examples(records), total=len(records)))
-        previous = set(self.pruned_ids)
-        self.scores = {r.id: r.seam for r in results}
-        self.pruned_ids = largest_seam(self.scores, self.fraction)
-        pruned = set(self.pruned_ids)
-        self.active_ids = sorted(set(self.scores) - pruned)
-        datamodule.set_active_rl_ids(self.active_ids)
-        self.rescorings += 1
+            reused: list[SeamResult] = []
+            fed: list[SeamExample] = []
 
-        metrics = self._metrics(results, pruned, previous)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
-        rank_zero_info(f"[SeamCallback] scored {len(results)} RL prompts; pruned {len(pruned)} with the largest SEAM "
-                       f"(mean {metrics['seam/mean']:.4g}, RM misjudgement rate {metrics['seam/misjudgement_rate']:.3f})")
-        if self.scores_path and trainer.is_global_zero:
-            path = self.scores_path.format(epoch=for_epoch)
-            write_scores(path, results, records, pruned)
-            rank_zero_info(f"[SeamCallback] wrote scores to {Path(path).resolve()}")
+            def to_score() -> Iterator[SeamExample]:
+                for example in self._examples(mine):
+                    saved = done.get((example.id, example_key(example)))
+                    if saved is not None:
+                        reused.append(saved)
+                    else:
+                        fed.append(example)
+                        yield example
+
+            scored: list[SeamResult] = []
+            for result in scorer.score(to_score(), total=len(mine)):
+                scored.append(result)
+                if progress is not None and len(scored) % scorer.prompts_per_chunk == 0:
+                    progress.save(zip(fed[len(scored) - scorer.prompts_per_chunk:len(scored)],
+                                      scored[-scorer.prompts_per_chunk:]))
+            if progress is not None:
+                tail = len(scored) % scorer.prompts_per_chunk
+                progress.save(zip(fed[len(scored) - tail:], scored[len(scored) - tail:]) if tail else [])
+        if reused:
+            log.info("SeamCallback: rank %d reused %d saved scores, scored %d", trainer.global_rank,
+                     len(reused), len(scored))
+        everyone = [r for part in _all_gather_objects(trainer, reused + scored) for r in part]
+        order = {r.id: i for i, r in enumerate(records)}
+        results = sorted(everyone, key=lambda r: order[r.id])
+        if [r.id for r in results] != [r.id for r in records]:
+            raise RuntimeError("SeamCallback: the gathered scores do not cover D_rl exactly once")
         return results
+
+    def _scoring_progress(self, trainer: Trainer, policy: torch.nn.Module, reward_model: torch.nn.Module,
+                          datamodule) -> ScoringProgress | None:
+        if not self.save_progress:
+            return None
+        directory = self.progress_dir or os.path.join(trainer.default_root_dir, "seam_progress")
+        fingerprint = run_fingerprint(model_fingerprint(policy), model_fingerprint(reward_model),
+                                      datamodule.max_instruction_tokens, datamodule.max_response_tokens,
+                                      trainer.precision, self.num_candidates)
+        return ScoringProgress(directory, fingerprint, trainer.global_rank)
+
+    def _augment(self, trainer: Trainer, datamodule, records: list[Record], selected: list[int]) -> dict[str, float]:
+        """Add contrast-instruction examples for the selected prompts (worst first) to D_p and D_r."""
+        by_id = {r.id: r for r in records}
+        existing_sft = {(r.text["instruction"], r.text["response"]) for r in datamodule.added["sft"]}
+        existing_pref = {(r.text["instruction"], r.text["chosen"], r.text["rejected"])
+                         for r in datamodule.added["preference"]}
+        new = contrast_augmentations(self.augment_source or self.source, [by_id[i] for i in selected],
+                                     self.augmentations_per_prompt, existing_sft, existing_pref)
+        datamodule.add_examples("sft", new.sft)
+        datamodule.add_examples("preference", new.preference)
+        if self.augment_dir and trainer.is_global_zero:
+            for kind in ("sft", "preference"):
+                write_jsonl_atomic(Path(self.augment_dir) / f"{kind}.jsonl",
+                                   [r.text for r in datamodule.added[kind]])
+        return {"seam/augmented_sft": float(len(new.sft)), "seam/augmented_preference": float(len(new.preference)),
+                "seam/augmented_prompts": float(len(set(new.sources)))}
 
     def _examples(self, records: list[Record], chunk: int = 256) -> Iterator[SeamExample]:
         # Candidates are built a chunk at a time so scoring starts early and memory stays flat.
@@ -175,7 +318,13 @@ class SeamCallback(Callback):
             for record, cands in zip(part, candidates):
                 yield SeamExample(record.id, record.text["instruction"], record.text["response"], list(cands))
 
-    def _metrics(self, results: list[SeamResult], pruned: set[int], previous: set[int]) -> dict[str, float]:
+    def _metrics(self, results: list[SeamResult], selected: set[int], previous: set[int]) -> dict[str, float]:
+        metrics = {
+            "seam/selected": float(len(selected)),
+            "seam/overlap_with_previous": len(selected & previous) / len(selected) if previous and selected else float("nan"),
+        }
+        if not results:
+            return metrics
         seam = torch.tensor([r.seam for r in results], dtype=torch.float64)
         misjudged, loglik = MeanMetric(), MeanMetric()
         for r in results:
@@ -184,7 +333,7 @@ class SeamCallback(Callback):
                 misjudged.update((rewards > r.golden_reward).float())
                 loglik.update(torch.tensor(r.candidate_logprob_sums) / torch.tensor(r.candidate_lengths))
         empty = not any(r.candidate_rewards for r in results)
-        return {
+        metrics.update({
             "seam/mean": seam.mean().item(),
             "seam/q50": seam.quantile(0.5).item(),
             "seam/q90": seam.quantile(0.9).item(),
@@ -192,10 +341,9 @@ class SeamCallback(Callback):
             "seam/misjudgement_rate": float("nan") if empty else misjudged.compute().item(),
             "seam/candidate_token_loglik": float("nan") if empty else loglik.compute().item(),
             "seam/prompts_without_candidates": float(sum(not r.candidate_rewards for r in results)),
-            "seam/pruned": float(len(pruned)),
-            "seam/pruned_share": len(pruned) / max(len(results), 1),
-            "seam/overlap_with_previous": len(pruned & previous) / len(pruned) if previous and pruned else float("nan"),
-        }
+            "seam/selected_share": len(selected) / max(len(results), 1),
+        })
+        return metrics
 
     # -- which models score -----------------------------------------------------------------
 
@@ -269,30 +417,60 @@ def _datamodule(trainer: Trainer):
     return datamodule
 
 
-def write_scores(path: str | Path, results: list[SeamResult], records: list[Record], pruned: set[int]) -> Path:
-    """Write one row per RL prompt (id, instruction, SEAM, pruned, per-candidate terms), atomically.
+def _all_gather_objects(trainer: Trainer, obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (every rank must call this)."""
+    if trainer.world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _check_same_on_every_rank(trainer: Trainer, selected: list[int]) -> None:
+    """Fail loudly if ranks ever disagree on a selection (they compute it from the same gathered scores)."""
+    digest = hashlib.sha256(json.dumps(selected).encode()).hexdigest()
+    if len(set(_all_gather_objects(trainer, digest))) > 1:
+        raise RuntimeError("SeamCallback: DDP ranks selected different RL prompts; refusing to train on diverging data")
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_scores(path: str | Path, results: list[SeamResult], records: list[Record], selected: set[int]) -> Path:
+    """Write one row per RL prompt (id, instruction, SEAM, selected, per-candidate terms), atomically.
 
     ``.parquet`` gives a Parquet file, anything else JSON lines.
     """
     path = Path(path)
     instruction = {r.id: r.text["instruction"] for r in records}
     rows = [{
-        "id": r.id, "instruction": instruction[r.id], "seam": r.seam, "pruned": r.id in pruned,
+        "id": r.id, "instruction": instruction[r.id], "seam": r.seam, "selected": r.id in selected,
         "golden_reward": r.golden_reward, "candidate_rewards": r.candidate_rewards,
         "candidate_logprob_sums": r.candidate_logprob_sums, "candidate_lengths": r.candidate_lengths,
     } for r in results]
+    if path.suffix != ".parquet":
+        return write_jsonl_atomic(path, rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
-        else:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
+from seam_lightning.jsonl import append_jsonl, read_jsonl
 from seam_lightning.seam.chat import Completion
 
 
@@ -52,27 +52,11 @@ class CompletionCache:
                 return
             self._loaded = True
             try:
-                data = self.path.read_bytes()
-            except FileNotFoundError:
-                return
+                entries, self._open_line = read_jsonl(self.path, _parse_entry, what="LLM cache")
             except OSError as e:
                 log.warning("cannot read the LLM cache %s (%s); starting without it", self.path, e)
                 return
-            self._open_line = bool(data) and not data.endswith(b"\n")
-            for lineno, raw in enumerate(data.split(b"\n"), start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    entry = json.loads(raw.decode("utf-8"))
-                    key, completion = entry["key"], Completion(
-                        entry["text"], int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0))
-                    )
-                    if not isinstance(key, str) or not isinstance(completion.text, str):
-                        raise TypeError("key and text must be strings")
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    log.warning("%s line %d: skipping a corrupt cache line (%s: %s)",
-                                self.path, lineno, type(e).__name__, e)
-                    continue
+            for key, completion in entries:
                 self._entries.setdefault(key, completion)  # the first reply stays the reply
 
     def get(self, key: str) -> Completion | None:
@@ -83,30 +67,23 @@ class CompletionCache:
     def put(self, key: str, completion: Completion, model: str) -> None:
         """Remember ``completion`` and append it to the file, durably, before returning."""
         self.load()
-        line = json.dumps({
-            "key": key, "text": completion.text, "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens, "model": model,
-        }, ensure_ascii=False) + "\n"
+        entry = {"key": key, "text": completion.text, "prompt_tokens": completion.prompt_tokens,
+                 "completion_tokens": completion.completion_tokens, "model": model}
         with self._lock:
             self._entries.setdefault(key, completion)
             if not self._writable:
                 return
-            data = (("\n" if self._open_line else "") + line).encode("utf-8")
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                try:
-                    view = memoryview(data)
-                    while view:  # os.write may write less than asked
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)  # on disk before we move on: a crash now loses nothing paid for
-                finally:
-                    os.close(fd)
+                append_jsonl(self.path, [entry], self._open_line)
                 self._open_line = False
             except OSError as e:
                 self._writable = False
                 log.warning("cannot write the LLM cache %s (%s); continuing without it", self.path, e)
 
 
-# --------------------------------------------------------------------------- the source
-
+def _parse_entry(entry: dict) -> tuple[str, Completion]:
+    key = entry["key"]
+    completion = Completion(entry["text"], int(entry.get("prompt_tokens", 0)), int(entry.get("completion_tokens", 0)))
+    if not isinstance(key, str) or not isinstance(completion.text, str):
+        raise TypeError("key and text must be strings")
+    return key, completion

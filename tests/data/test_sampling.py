@@ -40,6 +40,41 @@ def test_iteration_does_not_touch_the_global_rng():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_ranks_split_one_global_order_batch_for_batch():
+    single = _order(EpochShuffleSampler(24, seed=2), 1)
+    shards = [EpochShuffleSampler(24, seed=2, num_replicas=3, rank=r) for r in range(3)]
+    orders = [_order(s, 1) for s in shards]
+    assert all(len(s) == 8 for s in shards) and all(len(o) == 8 for o in orders)
+    # Batch k of each rank (4 per rank) together is batch k of one process with batch 12.
+    for k in range(2):
+        union = sorted(i for o in orders for i in o[4 * k:4 * k + 4])
+        assert union == sorted(single[12 * k:12 * k + 12])
+
+
+def test_uneven_sizes_pad_so_every_rank_runs_the_same_number_of_batches():
+    shards = [EpochShuffleSampler(5, seed=0, num_replicas=2, rank=r) for r in range(2)]
+    orders = [_order(s, 0) for s in shards]
+    assert [len(o) for o in orders] == [3, 3] and [len(s) for s in shards] == [3, 3]
+    assert set(orders[0]) | set(orders[1]) == set(range(5))
+    # Fewer examples than ranks: every rank still gets one (repeated) index.
+    tiny = [_order(EpochShuffleSampler(1, seed=0, num_replicas=3, rank=r), 0) for r in range(3)]
+    assert tiny == [[0], [0], [0]]
+
+
+def test_skip_on_a_rank_drops_that_ranks_consumed_indices():
+    sampler = EpochShuffleSampler(20, seed=5, num_replicas=2, rank=1)
+    full = _order(sampler, 0)
+    sampler.skip(4)
+    assert _order(sampler) == full[4:]
+
+
+def test_bad_rank_is_rejected():
+    import pytest
+
+    with pytest.raises(ValueError, match="rank"):
+        EpochShuffleSampler(10, num_replicas=2, rank=2)
+
+
 def test_skip_drops_the_start_of_the_next_pass_only():
     sampler = EpochShuffleSampler(20, seed=5)
     full = _order(sampler, 2)

@@ -178,3 +178,18 @@ def test_seam_rescoring_with_the_current_policy_sees_the_trained_policy(tiny_mod
     # Same candidates and frozen RM, but the log-likelihoods come from the policy after one epoch of PPO.
     assert [r["candidate_rewards"] for r in first] == [r["candidate_rewards"] for r in second]
     assert [r["candidate_logprob_sums"] for r in first] != [r["candidate_logprob_sums"] for r in second]
+
+
+def test_a_nan_reward_stops_the_step_and_names_the_example(tiny_model_dir, rl_file, tmp_path):
+    def nan_for_seven(instructions, responses):
+        return [float("nan") if "(7)" in i else 1.0 for i in instructions]
+
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=nan_for_seven, lora=None,
+                       value_lora=None, sampling=SamplingSettings(max_new_tokens=4), mini_batch_size=4,
+                       max_ppo_steps=2, evaluate_at_start=False)
+    data = _datamodule(rl_file, batch_size=16, val=False)
+    before = {k: v.clone() for k, v in module.policy.state_dict().items()}
+    with pytest.raises(FloatingPointError, match=r"non-finite reward for RL example id\(s\) \[7\]"):
+        _trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=data)
+    # Nothing was updated with it.
+    assert all(torch.equal(v, module.policy.state_dict()[k]) for k, v in before.items())

@@ -50,7 +50,7 @@ class FixedGenerate:
         self.responses = torch.tensor(responses)
         self.configs = []
 
-    def generate(self, input_ids, attention_mask, generation_config):
+    def generate(self, input_ids, attention_mask, generation_config, logits_processor=None):
         self.configs.append(generation_config)
         return torch.cat([input_ids, self.responses[: input_ids.shape[0]]], dim=1)
 
@@ -182,3 +182,49 @@ def test_invalid_sampling_settings_raise(kwargs):
 def test_default_and_edge_sampling_settings_are_valid():
     SamplingSettings()
     SamplingSettings(max_new_tokens=1, temperature=1e-3, top_k=0, top_p=1.0)
+
+
+# --- seeded sampling: a response depends on its seed only ------------------------------
+
+
+def test_seeded_sampling_ignores_batch_composition_padding_and_global_rng(policy, tokenizer, prompts):
+    settings = SamplingSettings(max_new_tokens=8)
+    ids, mask = prompts
+    seeds = [11, 22, 33][: len(ids)]
+    torch.manual_seed(0)
+    together = sample_responses(policy, ids, mask, settings, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                seeds=seeds)
+    torch.manual_seed(99)
+    for row in range(len(ids)):
+        keep = mask[row].bool()  # the prompt alone, without the batch's left padding
+        alone = sample_responses(policy, ids[row:row + 1, keep], mask[row:row + 1, keep], settings,
+                                 tokenizer.eos_token_id, tokenizer.pad_token_id, seeds=[seeds[row]])
+        n = int(alone.lengths[0])
+        assert torch.equal(alone.tokens[0, :n], together.tokens[row, :n])
+        assert int(together.lengths[row]) == n
+    other = sample_responses(policy, ids, mask, settings, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                             seeds=[s + 1 for s in seeds])
+    assert not torch.equal(other.sequences, together.sequences)  # it really samples
+
+
+def test_seeded_gumbel_sampling_draws_from_the_softmax():
+    from seam_lightning.rl.generation import SeededGumbelSampling
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    probs = torch.softmax(logits / 0.8, -1)[0]
+    counts = torch.zeros(4)
+    for seed in range(4000):
+        sampler = SeededGumbelSampling([seed], SamplingSettings(temperature=0.8))
+        counts[sampler(torch.zeros(1, 1, dtype=torch.long), logits).argmax()] += 1
+    assert torch.allclose(counts / 4000, probs, atol=0.025)
+    # Top-k removes the tail: with k=2 only the two best tokens are ever drawn.
+    drawn = {int(SeededGumbelSampling([s], SamplingSettings(top_k=2))(torch.zeros(1, 1, dtype=torch.long),
+                                                                       logits).argmax()) for s in range(300)}
+    assert drawn == {0, 1}
+
+
+def test_wrong_number_of_seeds_is_rejected(policy, tokenizer, prompts):
+    ids, mask = prompts
+    with pytest.raises(ValueError, match="seeds"):
+        sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=2), tokenizer.eos_token_id,
+                         tokenizer.pad_token_id, seeds=[1])

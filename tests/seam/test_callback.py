@@ -48,7 +48,7 @@ def test_prune_scores_every_prompt_and_shrinks_the_loader(tiny_model_dir, rl_dat
     assert callback.rescorings == 2
 
     table_out = pq.read_table(tmp_path / "scores-0.parquet").to_pylist()
-    assert len(table_out) == 10 and sum(row["pruned"] for row in table_out) == 3
+    assert len(table_out) == 10 and sum(row["selected"] for row in table_out) == 3
     row = next(r for r in table_out if r["id"] == expected[0])
     assert row["seam"] == pytest.approx(callback.scores[expected[0]]) and len(row["candidate_rewards"]) == 2
 
