@@ -78,6 +78,7 @@ class SeamCallback(Callback):
             be a ``ContrastSource``).
         augment_dir: also write every augmented example so far to ``sft.jsonl`` and
             ``preference.jsonl`` here (atomically), for a later stage's data module.
+        chunk_size: prompts whose candidates are built, scored and saved together.
         save_progress: append each scored chunk to a progress file and reuse it on a rerun.
         progress_dir: where progress files go (default ``<default_root_dir>/seam_progress``).
         seed: seed of ``selection="random"`` (each rescoring draws anew).
@@ -101,6 +102,7 @@ class SeamCallback(Callback):
         augmentations_per_prompt: int = 5,
         augment_source: ContrastSource | None = None,
         augment_dir: str | None = None,
+        chunk_size: int = 64,
         save_progress: bool = True,
         progress_dir: str | None = None,
         seed: int = 0,
@@ -111,6 +113,8 @@ class SeamCallback(Callback):
             raise ValueError(f"selection must be 'seam', 'random' or 'all', got {selection!r}")
         if selection == "all" and mode == "prune":
             raise ValueError("selection='all' would prune every RL prompt; it is for mode='augment'")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if augmentations_per_prompt < 1:
             raise ValueError(f"augmentations_per_prompt must be >= 1, got {augmentations_per_prompt}")
         if mode == "augment" and augment_source is None and not isinstance(source, ContrastSource):
@@ -138,6 +142,7 @@ class SeamCallback(Callback):
         self.augmentations_per_prompt = augmentations_per_prompt
         self.augment_source = augment_source
         self.augment_dir = augment_dir
+        self.chunk_size = chunk_size
         self.save_progress = save_progress
         self.progress_dir = progress_dir
         self.seed = seed
@@ -147,6 +152,8 @@ class SeamCallback(Callback):
         self.active_ids: list[int] | None = None
         self.selected_ids: list[int] = []
         self.rescorings = 0
+        # This rank's share of the latest scoring: prompts whose saved score was reused / newly scored.
+        self.last_scoring = {"reused": 0, "scored": 0}
 
     @property
     def pruned_ids(self) -> list[int]:
@@ -249,7 +256,8 @@ class SeamCallback(Callback):
             scorer = SeamScorer(policy, reward_model, tokenizer,
                                 max_instruction_tokens=datamodule.max_instruction_tokens,
                                 max_response_tokens=datamodule.max_response_tokens,
-                                token_budget=self.token_budget, progress=self.progress and trainer.is_global_zero)
+                                token_budget=self.token_budget, prompts_per_chunk=self.chunk_size,
+                                progress=self.progress and trainer.is_global_zero)
             reused: list[SeamResult] = []
             fed: list[SeamExample] = []
 
@@ -271,6 +279,7 @@ class SeamCallback(Callback):
             if progress is not None:
                 tail = len(scored) % scorer.prompts_per_chunk
                 progress.save(zip(fed[len(scored) - tail:], scored[len(scored) - tail:]) if tail else [])
+        self.last_scoring = {"reused": len(reused), "scored": len(scored)}
         if reused:
             log.info("SeamCallback: rank %d reused %d saved scores, scored %d", trainer.global_rank,
                      len(reused), len(scored))
@@ -308,10 +317,10 @@ class SeamCallback(Callback):
         return {"seam/augmented_sft": float(len(new.sft)), "seam/augmented_preference": float(len(new.preference)),
                 "seam/augmented_prompts": float(len(set(new.sources)))}
 
-    def _examples(self, records: list[Record], chunk: int = 256) -> Iterator[SeamExample]:
+    def _examples(self, records: list[Record]) -> Iterator[SeamExample]:
         # Candidates are built a chunk at a time so scoring starts early and memory stays flat.
-        for start in range(0, len(records), chunk):
-            part = records[start:start + chunk]
+        for start in range(0, len(records), self.chunk_size):
+            part = records[start:start + self.chunk_size]
             candidates = self.source.candidates(
                 [r.text["instruction"] for r in part], [r.text["response"] for r in part], self.num_candidates
             )
