@@ -5,9 +5,11 @@ set), the line or record, and the field, so a bad row can be found and fixed.
 """
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import os
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -51,18 +53,21 @@ def _iter_jsonl(path: str) -> Iterator[Row]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             origin = f"{path} line {lineno}"
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)  # written by some editors
             if not raw.strip():
                 continue
             try:
-                # utf-8-sig on line 1 tolerates a BOM written by some editors.
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{origin}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at position {e.start})"
                 ) from e
             try:
                 value = json.loads(line)
-            except json.JSONDecodeError as e:
+            except RecursionError:
+                raise DataError(f"{origin}: invalid JSON: nested too deeply") from None
+            except ValueError as e:  # JSONDecodeError, or an integer of more than 4300 digits
                 raise DataError(f"{origin}: invalid JSON: {e}") from e
             if not isinstance(value, dict):
                 raise DataError(f"{origin}: expected a JSON object, got {type(value).__name__}")
@@ -141,13 +146,20 @@ def _text_field(row: dict, origin: str, name: str, column: str) -> str:
     if column not in row:
         hint = f" (mapped from {name!r})" if column != name else ""
         keys = list(row)
-        shown = keys[:10] + (["..."] if len(keys) > 10 else [])
+        # Keys are shown cut at 40 characters: a stray 1 MB key must not flood the message.
+        shown = [k if len(k) <= 40 else f"{k[:37]}..." for k in map(str, keys[:10])]
+        shown += ["..."] if len(keys) > 10 else []
         raise DataError(f"{origin}: missing field {column!r}{hint}; record has fields {shown}")
     value = row[column]
     if not isinstance(value, str):
         raise DataError(f"{origin}: field {column!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataError(f"{origin}: field {column!r} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone \ud800 escape in JSON; tokenizers reject it
+        raise DataError(f"{origin}: field {column!r} holds an unpaired surrogate "
+                        f"{value[e.start]!r} at character {e.start}") from e
     return value
 
 
@@ -158,6 +170,9 @@ def _record_id(row: dict, origin: str, id_field: str) -> int:
     value = row[id_field]
     if isinstance(value, bool) or not isinstance(value, int):
         raise DataError(f"{origin}: id field {id_field!r} must be an integer, got {type(value).__name__}")
+    if not -(2**63) <= value < 2**63:  # ids become int64 tensors in every batch
+        raise DataError(f"{origin}: id field {id_field!r} must fit in a signed 64-bit integer, "
+                        f"got {reprlib.repr(value)}")
     return value
 
 

@@ -29,9 +29,11 @@ _LABEL_WORDS = (
     r"(?:answer|response|reply|option|version|example|candidate)"
 )
 # "Answer 1:", "**Answer 1:**", "### Response 2 -", "Answer #3", "Answer 4" alone on its line.
+# No two [ \t]* may meet with only optional parts between them: a long run of blanks would
+# then be split every possible way (seconds per line; cubic in its length).
 _LABELLED = re.compile(
-    rf"^(?P<indent>[ \t]*)(?:\#{{1,6}}[ \t]*)?{_BOLD}?[ \t]*{_LABEL_WORDS}[ \t]*\#?(?P<num>\d{{1,3}})[ \t]*{_BOLD}?"
-    rf"[ \t]*(?:[:.)\-–—]+[ \t]*{_BOLD}?|(?=$))",
+    rf"^(?P<indent>[ \t]*)(?:\#{{1,6}}[ \t]*)?(?:{_BOLD}[ \t]*)?{_LABEL_WORDS}[ \t]*\#?(?P<num>\d{{1,3}})"
+    rf"[ \t]*(?:{_BOLD}[ \t]*)?(?:[:.)\-–—]+[ \t]*{_BOLD}?|(?=$))",
     re.IGNORECASE,
 )
 # "1.", "1)", "1:", "(1)", "[1]", optionally in bold; followed by a space, the line's end or
@@ -207,12 +209,14 @@ def _paragraphs(lines: list[str], code: list[bool]) -> list[str]:
 def _clean(text: str) -> str:
     """Strip whitespace, separator rules at either end and one pair of surrounding quotes."""
     lines = text.split("\n")
-    # Only at the ends: a "---" inside an answer (YAML, a table) is content.
-    while lines and (not lines[0].strip() or _RULE.match(lines[0])):
-        lines.pop(0)
-    while lines and (not lines[-1].strip() or _RULE.match(lines[-1])):
-        lines.pop()
-    text = "\n".join(lines).strip()
+    # Only at the ends: a "---" inside an answer (YAML, a table) is content. Indices, not
+    # pop(0): that is quadratic in the number of leading rule lines.
+    start, end = 0, len(lines)
+    while start < end and (not lines[start].strip() or _RULE.match(lines[start])):
+        start += 1
+    while end > start and (not lines[end - 1].strip() or _RULE.match(lines[end - 1])):
+        end -= 1
+    text = "\n".join(lines[start:end]).strip()
     for left, right in _QUOTES:
         if len(text) >= 2 and text.startswith(left) and text.endswith(right):
             inner = text[len(left): -len(right)]

@@ -19,6 +19,13 @@ def selection_size(n: int, fraction: float) -> int:
 
 
 def largest_seam(scores: Mapping[int, float], fraction: float) -> list[int]:
-    """Ids of the ``fraction`` of prompts with the largest SEAM, worst first; ties by id."""
+    """Ids of the ``fraction`` of prompts with the largest SEAM, worst first; ties by id.
+
+    A NaN score is a ValueError naming its id: it compares false with everything, so
+    `sorted` would place it (and its neighbours) arbitrarily.
+    """
+    nan = [i for i, s in scores.items() if math.isnan(s)]
+    if nan:
+        raise ValueError(f"SEAM score of example id {min(nan)} is NaN ({len(nan)} NaN score(s) in all)")
     ranked = sorted(scores, key=lambda i: (-scores[i], i))
     return ranked[: selection_size(len(ranked), fraction)]

@@ -13,7 +13,6 @@ Z_975 = 1.959963984540054
 
 
 def test_t_interval_by_hand():
-    pytest.importorskip("scipy")
     ci = mean_ci([1, 2, 3, 4])
     sd = math.sqrt(((1.5 ** 2) * 2 + (0.5 ** 2) * 2) / 3)  # sample sd, ddof 1
     half = T_975_3 * sd / 2  # sd / sqrt(4)
@@ -23,7 +22,6 @@ def test_t_interval_by_hand():
 
 
 def test_other_confidence_is_wider_or_narrower():
-    pytest.importorskip("scipy")
     values = [0.1, 0.4, 0.35, 0.8, 0.5]
     narrow, wide = mean_ci(values, 0.8), mean_ci(values, 0.99)
     assert narrow.mean == wide.mean

@@ -374,7 +374,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(server, tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
         second = source(server, tmp_path)
         assert second.candidates(QUESTIONS[:2], GOLDEN[:2], 2) == out
-    assert f"{path} line 3: skipping a corrupt cache line" in caplog.text
+    assert f"{path} line 3: skipping a corrupt LLM cache line" in caplog.text
     assert second.last_cache_hits == 2
     # A new completion starts on a fresh line: the file stays readable.
     second.candidates(QUESTIONS[2:], GOLDEN[2:], 2)
@@ -382,7 +382,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(server, tmp_path, caplog)
     cache = CompletionCache(path)
     with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
         assert len(cache) == 3
-    assert caplog.text.count("skipping a corrupt cache line") == 1
+    assert caplog.text.count("skipping a corrupt LLM cache line") == 1
 
 
 def test_corrupt_lines_in_the_middle_are_skipped(tmp_path, caplog):
