@@ -55,12 +55,20 @@ class SeamLightningCLI(LightningCLI):
             print(f"  {name:<22} {value:.4f}")
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI (``args`` as on the command line; None reads ``sys.argv``)."""
-    SeamLightningCLI(
+def build_cli(args: list[str] | None = None, run: bool = True) -> SeamLightningCLI:
+    """The CLI (``args`` as on the command line; None reads ``sys.argv``); ``run=False`` only builds it."""
+    return SeamLightningCLI(
         LightningModule,
         RLHFDataModule,
         subclass_mode_model=True,
         save_config_kwargs={"overwrite": True},
+        # Checkpoints are renamed into place: a run killed while saving keeps its last good one.
+        trainer_defaults={"plugins": [{"class_path": "seam_lightning.checkpoint_io.AtomicCheckpointIO"}]},
         args=args,
+        run=run,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI (``args`` as on the command line; None reads ``sys.argv``)."""
+    build_cli(args)

@@ -27,6 +27,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from seam_lightning import DataSource, LoRASettings, RLHFDataModule, SeamCallback, SFTModule  # noqa: E402
+from seam_lightning.checkpoint_io import AtomicCheckpointIO  # noqa: E402
 from seam_lightning.modules.ppo import PPOModule  # noqa: E402
 from seam_lightning.modules.reward import RewardModule  # noqa: E402
 from seam_lightning.rl.generation import SamplingSettings  # noqa: E402
@@ -157,7 +158,7 @@ def main(argv=None):
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
         max_steps=-1 if args.stage == "ppo" else args.steps, max_epochs=args.epochs, logger=False,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=checkpointing,
-        default_root_dir=args.out, callbacks=callbacks, limit_val_batches=0,
+        default_root_dir=args.out, callbacks=callbacks, limit_val_batches=0, plugins=[AtomicCheckpointIO()],
         reload_dataloaders_every_n_epochs=1 if args.stage == "augment" else 0,
     )
     ckpt = Path(args.out) / "checkpoints" / "last.ckpt" if args.resume else None

@@ -87,3 +87,56 @@ def test_missing_models_are_named_in_the_error(tiny_model_dir, rl_data, tmp_path
     callback = SeamCallback(ListSource(table), every_n_epochs=0, reward_model=str(tiny_model_dir))
     with pytest.raises(ValueError, match="needs reference_policy="):
         _trainer(tmp_path, 1, callback).fit(RLConsumer(str(tiny_model_dir)), datamodule=_datamodule(path))
+
+
+def test_random_selection_prunes_the_same_share_without_scoring(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    picks = []
+    for seed in (0, 0, 1):
+        source = ListSource(table)
+        callback = SeamCallback(source, fraction=0.3, selection="random", every_n_epochs=0, seed=seed,
+                                reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+        module, dm = RLConsumer(str(tiny_model_dir)), _datamodule(path)
+        _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(module, datamodule=dm)
+        assert source.calls == 0 and callback.scores == {}  # nothing was scored
+        assert len(callback.pruned_ids) == 3 and sorted(module.seen[0]) == callback.active_ids
+        picks.append(callback.pruned_ids)
+    assert picks[0] == picks[1] and picks[0] != picks[2]  # a function of the seed
+
+
+def test_scoring_progress_is_reused_by_a_rerun_with_the_same_models(tiny_model_dir, rl_data, tmp_path):
+    path, table = rl_data
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the RM is a policy folder: its new score head is drawn when it loads
+        callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=2, every_n_epochs=0, chunk_size=4,
+                                reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+        _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(RLConsumer(str(tiny_model_dir)),
+                                                                        datamodule=_datamodule(path))
+        runs.append(callback)
+    assert runs[0].last_scoring == {"reused": 0, "scored": 10}
+    assert runs[1].last_scoring == {"reused": 10, "scored": 0}
+    assert runs[1].scores == runs[0].scores and runs[1].pruned_ids == runs[0].pruned_ids
+    # Different candidates for a prompt make its saved score stale: only that prompt is scored again.
+    changed = dict(table)
+    first = next(iter(changed))
+    changed[first] = ["Something else entirely."]
+    torch.manual_seed(0)
+    callback = SeamCallback(ListSource(changed), fraction=0.3, num_candidates=2, every_n_epochs=0, chunk_size=4,
+                            reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+    _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(RLConsumer(str(tiny_model_dir)),
+                                                                    datamodule=_datamodule(path))
+    assert callback.last_scoring == {"reused": 9, "scored": 1}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "prune", "selection": "all"}, "prune every RL prompt"),
+    ({"mode": "augment"}, "augment_source=ContrastSource"),
+    ({"selection": "best"}, "selection must be"),
+    ({"mode": "grow"}, "mode must be"),
+    ({"chunk_size": 0}, "chunk_size"),
+    ({"augmentations_per_prompt": 0}, "augmentations_per_prompt"),
+])
+def test_bad_settings_are_rejected_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SeamCallback(ListSource({}), **kwargs)
