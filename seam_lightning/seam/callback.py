@@ -199,6 +199,7 @@ class SeamCallback(Callback):
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
+        self._prepare_sources(trainer)
         results: list[SeamResult] = []
         if self.selection == "seam":
             results = self._score(trainer, pl_module, records)
@@ -289,6 +290,18 @@ class SeamCallback(Callback):
         if [r.id for r in results] != [r.id for r in records]:
             raise RuntimeError("SeamCallback: the gathered scores do not cover D_rl exactly once")
         return results
+
+    def _prepare_sources(self, trainer: Trainer) -> None:
+        """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them."""
+        sources = [self.source] if self.selection == "seam" else []
+        if self.mode == "augment":
+            sources.append(self.augment_source or self.source)
+        if trainer.is_global_zero:
+            for source in sources:
+                source.prepare()
+        trainer.strategy.barrier()
+        for source in sources:
+            source.prepare()
 
     def _scoring_progress(self, trainer: Trainer, policy: torch.nn.Module, reward_model: torch.nn.Module,
                           datamodule) -> ScoringProgress | None:

@@ -105,3 +105,32 @@ def test_bad_record_error_surfaces_from_setup(tmp_path, tiny_model_dir):
 def test_setup_without_tokenizer_is_a_clear_error(sources):
     with pytest.raises(RuntimeError, match="call connect"):
         _datamodule(sources).setup("fit")
+
+
+def test_augmented_sources_are_appended_marked_and_loaded_once(sources, tiny_model_dir, tmp_path):
+    extra = _write_jsonl(tmp_path / "sft_aug.jsonl", [
+        {"instruction": "What does `json.loads` do?", "response": "Deserialize s."},
+        {"instruction": "What does `os.getcwd` do?", "response": "Return the current directory."},
+    ])
+    dm = _datamodule(sources, sft_augmented=extra)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "sft")
+    dm._load_augmented_sources()
+    dm._load_augmented_sources()  # setup runs again for validate/test: nothing is added twice
+    examples = dm.examples("sft")
+    assert len(examples) == 8 and [e["augmented"] for e in examples] == [False] * 6 + [True] * 2
+    assert [e["id"] for e in examples[-2:]] == [6, 7]  # ids continue after the split's own
+    assert dm.added["sft"][0].origin.startswith(str(tmp_path / "sft_aug.jsonl"))
+    # The checkpointed state carries them; a restored module does not load the file again.
+    restored = _datamodule(sources, sft_augmented=extra)
+    restored.load_state_dict(dm.state_dict())
+    restored._load_augmented_sources()
+    assert [r.text for r in restored.added["sft"]] == [r.text for r in dm.added["sft"]]
+
+
+def test_examples_can_be_added_to_a_set_the_run_does_not_load(tiny_model_dir):
+    # A PPO run has no preference source, yet augmentation adds preference pairs for the RM stage.
+    dm = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None, rl=None, rl_val=None)
+    ids = dm.add_examples("preference", [{"instruction": "Q?", "chosen": "Right.", "rejected": "Wrong."}])
+    assert ids == [0] and dm.added["preference"][0].text["chosen"] == "Right."
+    with pytest.raises(DataError, match="missing or empty field"):
+        dm.add_examples("sft", [{"instruction": "Q?", "response": "  "}])
