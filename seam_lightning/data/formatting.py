@@ -44,7 +44,9 @@ class PromptFormatter:
         """Token ids of the full prompt for ``instruction``, truncated at the instruction's limit."""
         # The limit applies to the instruction's own tokens; the template is added after.
         cut = self._limit(instruction, self.max_instruction_tokens)
-        text = self.tokenizer.decode(cut.ids) if cut.truncated else instruction
+        # A cut inside a multi-byte character decodes to U+FFFD, which re-encodes as several
+        # tokens: drop it, so the prompt stays within the limit.
+        text = self.tokenizer.decode(cut.ids).rstrip("\ufffd") if cut.truncated else instruction
         if self.uses_chat_template:
             # The template writes its own special tokens, so none are added here.
             rendered = self.tokenizer.apply_chat_template(
