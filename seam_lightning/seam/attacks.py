@@ -43,11 +43,17 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from seam_lightning.data.collate import pad
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models.forward import sequence_rewards
-from seam_lightning.models.prefix import continuation_rewards, encode_prompts, supports_prefix_sharing
-from seam_lightning.seam.scorer import eval_mode, default_token_budget, token_budget_batches
+from seam_lightning.models.prefix import continuation_rewards, supports_prefix_sharing
+from seam_lightning.seam.scorer import (
+    default_token_budget,
+    eval_mode,
+    pad_id_of,
+    run_continuations,
+    run_prompts,
+    run_sequences,
+)
 from seam_lightning.seam.textattack_setup import (
     OfflineResourceError,
     offline_nltk,
@@ -141,35 +147,22 @@ class RewardModelWrapper(RewardWrapper):
         return self._rewards(self.instruction, texts) if texts else torch.zeros(0, dtype=torch.float64)
 
     def _rewards(self, instruction: str, texts: list[str]) -> Tensor:
-        device = next(self.model.parameters()).device
         tokenizer = self.format.tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_id = pad_id_of(tokenizer)
         responses = [self.format.response_ids(t).ids for t in texts]
-        out = torch.empty(len(texts), dtype=torch.float64)
         with torch.inference_mode(), eval_mode(self.model):
             if self._prompt is None or self._prompt[0] != instruction:
                 ids = self.format.prompt_ids(instruction).ids
-                states = None
-                if self.share_prompt:
-                    ids_t, mask_t = pad([ids], pad_id, "left")
-                    states = encode_prompts(self.model, ids_t.to(device), mask_t.to(device))
+                states = run_prompts(self.model, [ids], pad_id, self.token_budget)[0] if self.share_prompt else None
                 self._prompt = (instruction, ids, states)
             _, prompt, states = self._prompt
             if self.share_prompt:
-                lengths = [len(r) for r in responses]
+                values = run_continuations(self.model, continuation_rewards, states, [0] * len(responses), responses,
+                                           pad_id, self.token_budget)
             else:
-                lengths = [len(prompt) + len(r) for r in responses]
-            for batch in token_budget_batches(lengths, self.token_budget):
-                if self.share_prompt:
-                    ids, mask = pad([responses[i] for i in batch], pad_id, "right")
-                    rows = torch.zeros(len(batch), dtype=torch.long, device=device)
-                    values = continuation_rewards(self.model, states, rows, ids.to(device), mask.to(device))
-                else:
-                    side = getattr(tokenizer, "padding_side", "right")
-                    ids, mask = pad([prompt + responses[i] for i in batch], pad_id, side)
-                    values = sequence_rewards(self.model, ids.to(device), mask.to(device))
-                out[batch] = values.double().cpu()
-        return out
+                values = run_sequences(self.model, sequence_rewards, [prompt + r for r in responses], pad_id,
+                                       getattr(tokenizer, "padding_side", "right"), self.token_budget)
+        return torch.tensor(values, dtype=torch.float64)
 
     def visible_words(self, text: str) -> int | None:
         """Words of ``text`` within the first ``max_response_tokens`` tokens; None if the RM reads it all."""

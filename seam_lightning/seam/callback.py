@@ -271,15 +271,17 @@ class SeamCallback(Callback):
                         fed.append(example)
                         yield example
 
+            # Results come in input order, a chunk at a time: result i belongs to fed[i].
             scored: list[SeamResult] = []
+            unsaved: list[tuple[SeamExample, SeamResult]] = []
             for result in scorer.score(to_score(), total=len(mine)):
+                unsaved.append((fed[len(scored)], result))
                 scored.append(result)
-                if progress is not None and len(scored) % scorer.prompts_per_chunk == 0:
-                    progress.save(zip(fed[len(scored) - scorer.prompts_per_chunk:len(scored)],
-                                      scored[-scorer.prompts_per_chunk:]))
+                if progress is not None and len(unsaved) == self.chunk_size:
+                    progress.save(unsaved)
+                    unsaved = []
             if progress is not None:
-                tail = len(scored) % scorer.prompts_per_chunk
-                progress.save(zip(fed[len(scored) - tail:], scored[len(scored) - tail:]) if tail else [])
+                progress.save(unsaved)
         self.last_scoring = {"reused": len(reused), "scored": len(scored)}
         if reused:
             log.info("SeamCallback: rank %d reused %d saved scores, scored %d", trainer.global_rank,

@@ -31,6 +31,7 @@ from seam_lightning.models.forward import response_token_logprobs, sequence_rewa
 from seam_lightning.models.prefix import (
     continuation_logprob_sums,
     continuation_rewards,
+    PromptStates,
     concat_prompt_states,
     encode_prompts,
     supports_prefix_sharing,
@@ -190,45 +191,77 @@ class SeamScorer:
         sorted by length across prompts and batched by the same budget, each row
         reading its own prompt's cache, so padding stays as small as without sharing.
         """
-        device = next(model.parameters()).device
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         prompts = [e for e, conts in enumerate(continuations) if conts]
-        if not prompts:
-            return [{} for _ in encoded]
-        parts, position = [], {}
-        for batch in token_budget_batches([len(encoded[e].prompt) for e in prompts], self.token_budget):
-            ids, mask = pad([encoded[prompts[i]].prompt for i in batch], pad_id, "left")
-            parts.append(encode_prompts(model, ids.to(device), mask.to(device)))
-            for i in batch:
-                position[prompts[i]] = len(position)
-        states = concat_prompt_states(parts)
-
-        owners = [(e, c) for e in prompts for c, _ in continuations[e]]
-        sequences = [ids for e in prompts for _, ids in continuations[e]]
         out: list[dict[int, float]] = [{} for _ in encoded]
-        for batch in token_budget_batches([len(s) for s in sequences], self.token_budget):
-            ids, mask = pad([sequences[i] for i in batch], pad_id, "right")
-            rows = torch.tensor([position[owners[i][0]] for i in batch], device=device)
-            for i, value in zip(batch, fn(model, states, rows, ids.to(device), mask.to(device)).tolist()):
-                e, c = owners[i]
-                out[e][c] = value
+        if not prompts:
+            return out
+        states, rows = run_prompts(model, [encoded[e].prompt for e in prompts], pad_id_of(tokenizer), self.token_budget)
+        row_of = dict(zip(prompts, rows))
+        owners = [(e, c) for e in prompts for c, _ in continuations[e]]
+        values = run_continuations(model, fn, states, [row_of[e] for e, _ in owners],
+                                   [ids for e in prompts for _, ids in continuations[e]],
+                                   pad_id_of(tokenizer), self.token_budget)
+        for (e, c), value in zip(owners, values):
+            out[e][c] = value
         return out
 
     def _run(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, fn: Callable[..., Tensor],
              sequences: list[list[int]], labels: list[list[int]] | None = None) -> list[float]:
-        """``fn(model, ids, mask[, labels]) -> [rows]`` over token-budget batches; values in input order."""
-        device = next(model.parameters()).device
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        side = getattr(tokenizer, "padding_side", "right")
-        out = [math.nan] * len(sequences)
-        for batch in token_budget_batches([len(s) for s in sequences], self.token_budget):
-            ids, mask = pad([sequences[i] for i in batch], pad_id, side)
-            args = [ids.to(device), mask.to(device)]
-            if labels is not None:
-                args.append(pad([labels[i] for i in batch], IGNORE_INDEX, side)[0].to(device))
-            for i, value in zip(batch, fn(model, *args).tolist()):
-                out[i] = value
-        return out
+        return run_sequences(model, fn, sequences, pad_id_of(tokenizer), getattr(tokenizer, "padding_side", "right"),
+                             self.token_budget, labels)
+
+
+# -- batched forward passes, shared with the adversarial source's RM wrapper -----------------
+
+
+def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The padding id (EOS when the tokenizer has none; masks make its value irrelevant)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def run_prompts(model: nn.Module, prompts: list[list[int]], pad_id: int, token_budget: int
+                ) -> tuple[PromptStates, list[int]]:
+    """Key/value states of every prompt (left-padded, token-budget batches) and, per prompt, its row in them."""
+    device = next(model.parameters()).device
+    parts, row_of = [], [0] * len(prompts)
+    row = 0
+    for batch in token_budget_batches([len(p) for p in prompts], token_budget):
+        ids, mask = pad([prompts[i] for i in batch], pad_id, "left")
+        parts.append(encode_prompts(model, ids.to(device), mask.to(device)))
+        for i in batch:
+            row_of[i], row = row, row + 1
+    return concat_prompt_states(parts), row_of
+
+
+def run_continuations(model: nn.Module, fn: Callable[..., Tensor], states: PromptStates, rows: list[int],
+                      continuations: list[list[int]], pad_id: int, token_budget: int) -> list[float]:
+    """``fn(model, states, rows, ids, mask)`` over right-padded continuations in token-budget batches.
+
+    Continuation i reads the cache of prompt ``rows[i]``; values come back in input order.
+    """
+    device = next(model.parameters()).device
+    out = [math.nan] * len(continuations)
+    for batch in token_budget_batches([len(c) for c in continuations], token_budget):
+        ids, mask = pad([continuations[i] for i in batch], pad_id, "right")
+        batch_rows = torch.tensor([rows[i] for i in batch], device=device)
+        for i, value in zip(batch, fn(model, states, batch_rows, ids.to(device), mask.to(device)).tolist()):
+            out[i] = value
+    return out
+
+
+def run_sequences(model: nn.Module, fn: Callable[..., Tensor], sequences: list[list[int]], pad_id: int,
+                  padding_side: str, token_budget: int, labels: list[list[int]] | None = None) -> list[float]:
+    """``fn(model, ids, mask[, labels]) -> [rows]`` over whole sequences in token-budget batches; input order."""
+    device = next(model.parameters()).device
+    out = [math.nan] * len(sequences)
+    for batch in token_budget_batches([len(s) for s in sequences], token_budget):
+        ids, mask = pad([sequences[i] for i in batch], pad_id, padding_side)
+        args = [ids.to(device), mask.to(device)]
+        if labels is not None:
+            args.append(pad([labels[i] for i in batch], IGNORE_INDEX, padding_side)[0].to(device))
+        for i, value in zip(batch, fn(model, *args).tolist()):
+            out[i] = value
+    return out
 
 
 def default_token_budget(device: torch.device) -> int:
