@@ -6,7 +6,10 @@ Lightning's DDP launcher starts the other ranks by running this same command aga
 so each job is exactly what a user's script does: build modules, a Trainer, fit.
 Rank 0 writes ``<out>/result.json`` (per-step metrics, SEAM selection and scores,
 augmented examples) and ``<out>/weights.pt`` (the trainable weights at the end).
-Fault options kill the process with SIGKILL at a chosen point, as a crash would.
+Several stages (``--stage sft,reward``) or data folders (``--data A,B``) run one
+after the other in the same processes (one start-up for all), each writing to
+``<out>/<stage>-<data index>/``. Fault options kill the process with SIGKILL at a
+chosen point, as a crash would.
 """
 
 from __future__ import annotations
@@ -89,18 +92,18 @@ def candidate_table(rl_path: Path) -> dict[str, list[str]]:
     return {r["instruction"]: [rows[(i + k) % len(rows)]["response"] for k in (1, 2, 3)] for i, r in enumerate(rows)}
 
 
-def build(args):
-    data_dir = Path(args.data)
+def build(args, stage: str, data: str):
+    data_dir = Path(data)
     sources = {"sft": None, "preference": None, "rl": None}
     callbacks = []
-    if args.stage in ("sft", "augment"):
+    if stage in ("sft", "augment"):
         module = SFTModule(model=args.model, lora=LORA, learning_rate=1e-2, warmup_steps=0)
         sources["sft"] = DataSource(str(data_dir / "sft.jsonl"))
         sources["rl"] = DataSource(str(data_dir / "rl.jsonl"))
-    elif args.stage == "reward":
+    elif stage == "reward":
         module = RewardModule(model=args.model, lora=LORA, learning_rate=1e-2, warmup_steps=0)
         sources["preference"] = DataSource(str(data_dir / "preference.jsonl"))
-    elif args.stage == "ppo":
+    elif stage == "ppo":
         module = PPOModule(policy=args.model, reward_model=None, reward_fn=count_o, lora=LORA, value_lora=LORA,
                            sampling=SamplingSettings(max_new_tokens=6), learning_rate=1e-2, ppo_epochs=2,
                            mini_batch_size=args.batch_size, kl_coef=0.1, kl_target=1.0, kl_horizon=20,
@@ -109,13 +112,13 @@ def build(args):
     else:  # seam
         module = RLConsumer(args.model)
         sources["rl"] = DataSource(str(data_dir / "rl.jsonl"))
-    if args.stage == "seam":
+    if stage == "seam":
         table = candidate_table(data_dir / "rl.jsonl")
         source = KillingSource(table, args.kill_on_call) if args.kill_on_call else ListSource(table)
         callbacks.append(SeamCallback(source, fraction=args.fraction, num_candidates=3, every_n_epochs=0,
                                       reference_policy=args.model, reward_model=args.model, chunk_size=4,
                                       progress=False))
-    if args.stage == "augment":
+    if stage == "augment":
         contrast = dict(corpus=DataSource(str(data_dir / "corpus.jsonl")), band=(0.3, 0.95),
                         cache_dir=str(Path(args.out) / "contrast_cache"))
         source = KillingContrast(args.kill_on_call, **contrast) if args.kill_on_call else ContrastSource(**contrast)
@@ -129,7 +132,7 @@ def build(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=sorted(METRICS), required=True)
+    parser.add_argument("--stage", required=True, help=f"one of {sorted(METRICS)}, or several, comma-separated")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps (PPO steps for --stage ppo)")
@@ -137,7 +140,7 @@ def main(argv=None):
     parser.add_argument("--fraction", type=float, default=0.25)
     parser.add_argument("--model", required=True)
     parser.add_argument("--reward-model")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", required=True, help="data folder(s), comma-separated")
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint-every", type=int, help="save last.ckpt every n optimizer updates")
     parser.add_argument("--resume", action="store_true", help="resume from <out>/checkpoints/last.ckpt")
@@ -145,23 +148,32 @@ def main(argv=None):
     parser.add_argument("--kill-on-call", type=int, help="SIGKILL on this call of the candidate source")
     args = parser.parse_args(argv)
 
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    runs = [(stage, data) for stage in args.stage.split(",") for data in args.data.split(",")]
+    for index, (stage, data) in enumerate(runs):
+        out = Path(args.out) if len(runs) == 1 else Path(args.out) / f"{stage}-{index}"
+        fit(args, stage, data, out)
+
+
+def fit(args, stage: str, data_dir: str, out: Path) -> None:
+    if stage not in METRICS:
+        raise SystemExit(f"unknown stage {stage!r}; choose from {sorted(METRICS)}")
+    out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    module, data, callbacks = build(args)
-    record = Record(METRICS[args.stage], args.kill_at_step)
+    module, data, callbacks = build(args, stage, data_dir)
+    record = Record(METRICS[stage], args.kill_at_step)
     callbacks.append(record)
     checkpointing = args.checkpoint_every is not None
     if checkpointing:
-        callbacks.append(ModelCheckpoint(dirpath=Path(args.out) / "checkpoints", save_last=True, save_top_k=0,
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                                          every_n_train_steps=args.checkpoint_every))
     trainer = Trainer(
         accelerator="cpu", devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
-        max_steps=-1 if args.stage == "ppo" else args.steps, max_epochs=args.epochs, logger=False,
+        max_steps=-1 if stage == "ppo" else args.steps, max_epochs=args.epochs, logger=False,
         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=checkpointing,
-        default_root_dir=args.out, callbacks=callbacks, limit_val_batches=0, plugins=[AtomicCheckpointIO()],
-        reload_dataloaders_every_n_epochs=1 if args.stage == "augment" else 0,
+        default_root_dir=out, callbacks=callbacks, limit_val_batches=0, plugins=[AtomicCheckpointIO()],
+        reload_dataloaders_every_n_epochs=1 if stage == "augment" else 0,
     )
-    ckpt = Path(args.out) / "checkpoints" / "last.ckpt" if args.resume else None
+    ckpt = out / "checkpoints" / "last.ckpt" if args.resume else None
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if not trainer.is_global_zero:
         return
@@ -171,9 +183,8 @@ def main(argv=None):
         result.update(selected=seam.selected_ids, scores={str(k): v for k, v in seam.scores.items()},
                       last_scoring=seam.last_scoring, rescorings=seam.rescorings,
                       added={k: [r.text for r in v] for k, v in data.added.items()})
-    torch.save({n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad},
-               Path(args.out) / "weights.pt")
-    (Path(args.out) / "result.json").write_text(json.dumps(result, indent=1))
+    torch.save({n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}, out / "weights.pt")
+    (out / "result.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
@@ -199,7 +210,10 @@ def write_data(directory: Path, n: int = 16) -> Path:
 
 
 def run(out: Path, *options: str, killed: bool = False, timeout: int = 300) -> dict | None:
-    """Run this job in a fresh process; returns rank 0's result (None when it was killed, as expected)."""
+    """Run this job in a fresh process; returns rank 0's result (None when it was killed, as expected).
+
+    With several stages or data folders it returns None; read each ``result(out / f"{stage}-{i}")``.
+    """
     import subprocess
 
     command = [sys.executable, __file__, "--out", str(out), *options]
@@ -208,4 +222,9 @@ def run(out: Path, *options: str, killed: bool = False, timeout: int = 300) -> d
         assert proc.returncode == -signal.SIGKILL, f"expected SIGKILL, got {proc.returncode}:\n{proc.stderr[-3000:]}"
         return None
     assert proc.returncode == 0, proc.stderr[-5000:]
+    return result(out) if (out / "result.json").exists() else None
+
+
+def result(out: Path) -> dict:
+    """Rank 0's result of one run."""
     return json.loads((out / "result.json").read_text())

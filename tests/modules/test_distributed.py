@@ -7,9 +7,12 @@ end are compared.
 
 import pytest
 import torch
-from ddp_job import run, write_data
+from ddp_job import result, run, write_data
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+STAGES = ["sft", "reward", "ppo"]
 
 
 @pytest.fixture(scope="module")
@@ -17,25 +20,34 @@ def data(tmp_path_factory):
     return write_data(tmp_path_factory.mktemp("ddp-data"))
 
 
+@pytest.fixture(scope="module")
+def trajectories(data, tiny_model_dir, tmp_path_factory):
+    """Every stage with 2 ranks × batch 2, and in one process × batch 4 (one start-up per layout)."""
+    root = tmp_path_factory.mktemp("ddp-runs")
+    common = ["--stage", ",".join(STAGES), "--model", str(tiny_model_dir), "--data", str(data), "--steps", "3"]
+    run(root / "two", *common, "--devices", "2", "--batch-size", "2")
+    run(root / "one", *common, "--devices", "1", "--batch-size", "4")
+    return root
+
+
 def _weights(out):
     return torch.load(out / "weights.pt")
 
 
-@pytest.mark.parametrize("stage", ["sft", "reward", "ppo"])
-def test_two_ranks_follow_the_single_process_trajectory(stage, data, tiny_model_dir, tmp_path):
-    common = ["--stage", stage, "--model", str(tiny_model_dir), "--data", str(data), "--steps", "3"]
-    two = run(tmp_path / "two", *common, "--devices", "2", "--batch-size", "2")
-    one = run(tmp_path / "one", *common, "--devices", "1", "--batch-size", "4")
+@pytest.mark.parametrize("stage", STAGES)
+def test_two_ranks_follow_the_single_process_trajectory(stage, trajectories):
+    name = f"{stage}-{STAGES.index(stage)}"
+    two, one = result(trajectories / "two" / name), result(trajectories / "one" / name)
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert len(two["steps"]) == len(one["steps"]) == 3
     for a, b in zip(two["steps"], one["steps"]):
         assert a.keys() == b.keys()
-        for name in a:
-            assert a[name] == pytest.approx(b[name], rel=1e-4, abs=1e-5), (name, two["steps"], one["steps"])
-    w2, w1 = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+        for metric in a:
+            assert a[metric] == pytest.approx(b[metric], rel=1e-4, abs=1e-5), (metric, two["steps"], one["steps"])
+    w2, w1 = _weights(trajectories / "two" / name), _weights(trajectories / "one" / name)
     assert w2.keys() == w1.keys() and w1
-    for name in w1:
-        torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5)
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5)
     # The run changed the weights at all (the comparison is not between two untouched models).
     assert any(not torch.allclose(w1[n], torch.zeros_like(w1[n])) for n in w1 if "lora_B" in n)
 

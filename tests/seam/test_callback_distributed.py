@@ -7,7 +7,7 @@ launcher starts the second rank.
 import json
 
 import pytest
-from ddp_job import run, write_data
+from ddp_job import result, run, write_data
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -16,19 +16,24 @@ def _seam_args(model, data, *extra):
     return ["--stage", "seam", "--model", str(model), "--data", str(data), "--steps", "1", *extra]
 
 
-@pytest.mark.parametrize("rows", [16, 5, 1], ids=["even", "uneven", "fewer-prompts-than-ranks"])
-def test_two_ranks_select_exactly_what_one_process_selects(rows, tiny_model_dir, tmp_path):
-    data = write_data(tmp_path / "data", n=rows)
-    two = run(tmp_path / "two", *_seam_args(tiny_model_dir, data, "--devices", "2", "--batch-size", "1"))
-    one = run(tmp_path / "one", *_seam_args(tiny_model_dir, data, "--devices", "1", "--batch-size", "2"))
-    assert two["world_size"] == 2
-    assert two["selected"] == one["selected"]
-    assert len(one["selected"]) == {16: 4, 5: 1, 1: 0}[rows]  # 25%, rounded half up
-    assert two["scores"].keys() == one["scores"].keys() == {str(i) for i in range(rows)}
-    for key, value in one["scores"].items():
-        assert two["scores"][key] == pytest.approx(value, rel=1e-3, abs=1e-9)  # batches pad differently
-    # Each rank scored its own share only: rank 0 holds records 0, 2, 4, ...
-    assert two["last_scoring"] == {"reused": 0, "scored": (rows + 1) // 2}
+SIZES = [16, 5, 1]  # even, uneven, fewer prompts than ranks
+
+
+def test_two_ranks_select_exactly_what_one_process_selects(tiny_model_dir, tmp_path):
+    data = ",".join(str(write_data(tmp_path / f"data{rows}", n=rows)) for rows in SIZES)
+    # One start-up per layout; the three data sets run one after the other in the same processes.
+    run(tmp_path / "two", *_seam_args(tiny_model_dir, data, "--devices", "2", "--batch-size", "1"))
+    run(tmp_path / "one", *_seam_args(tiny_model_dir, data, "--devices", "1", "--batch-size", "2"))
+    for index, rows in enumerate(SIZES):
+        two, one = result(tmp_path / "two" / f"seam-{index}"), result(tmp_path / "one" / f"seam-{index}")
+        assert two["world_size"] == 2
+        assert two["selected"] == one["selected"]
+        assert len(one["selected"]) == {16: 4, 5: 1, 1: 0}[rows]  # 25%, rounded half up
+        assert two["scores"].keys() == one["scores"].keys() == {str(i) for i in range(rows)}
+        for key, value in one["scores"].items():
+            assert two["scores"][key] == pytest.approx(value, rel=1e-3, abs=1e-9)  # batches pad differently
+        # Each rank scored its own share only: rank 0 holds records 0, 2, 4, ...
+        assert two["last_scoring"] == {"reused": 0, "scored": (rows + 1) // 2}
 
 
 def test_killed_while_scoring_resumes_without_rescoring_what_was_saved(tiny_model_dir, tmp_path):
