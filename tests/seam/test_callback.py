@@ -140,3 +140,44 @@ def test_scoring_progress_is_reused_by_a_rerun_with_the_same_models(tiny_model_d
 def test_bad_settings_are_rejected_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SeamCallback(ListSource({}), **kwargs)
+
+
+def test_augment_mode_in_a_reward_model_run_trains_on_the_new_pairs(tiny_model_dir, tmp_path):
+    from ddp_job import write_data
+    from lightning.pytorch import Callback
+
+    from seam_lightning import ContrastSource, LoRASettings
+    from seam_lightning.modules.reward import RewardModule
+
+    class SeenIds(Callback):
+        def __init__(self):
+            self.ids = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.ids.extend(batch["ids"].tolist())
+
+    data = write_data(tmp_path / "data")
+    source = ContrastSource(corpus=DataSource(str(data / "corpus.jsonl")), band=(0.3, 0.95),
+                            cache_dir=str(tmp_path / "contrast"))
+    # The RM being trained is the module's own model; the policy comes by path.
+    callback = SeamCallback(source, mode="augment", fraction=0.25, num_candidates=2, every_n_epochs=0,
+                            reference_policy=str(tiny_model_dir), augmentations_per_prompt=2,
+                            augment_dir=str(tmp_path / "augmented"), progress=False)
+    dm = RLHFDataModule(sft=None, sft_val=None, preference=DataSource(str(data / "preference.jsonl")),
+                        preference_val=None, rl=DataSource(str(data / "rl.jsonl")), rl_val=None, batch_size=4)
+    seen = SeenIds()
+    torch.manual_seed(0)
+    module = RewardModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0), warmup_steps=0)
+    Trainer(accelerator="cpu", max_epochs=1, callbacks=[callback, seen], logger=False, enable_progress_bar=False,
+            enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path).fit(module, datamodule=dm)
+
+    assert len(callback.selected_ids) == 4 and callback.pruned_ids == []  # 25% of 16; nothing pruned
+    added = dm.added["preference"]
+    assert len(added) == 8  # 2 contrast pairs for each of the 4 prompts
+    # Scored at fit start, so the first epoch already trains on the 16 original and 8 new pairs.
+    assert sorted(seen.ids) == list(range(24))
+    augmented = [e for e in dm.examples("preference") if e["augmented"]]
+    assert [e["id"] for e in augmented] == list(range(16, 24))
+    written = (tmp_path / "augmented" / "preference.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in written] == [r.text for r in added]
+    assert len((tmp_path / "augmented" / "sft.jsonl").read_text().splitlines()) == len(dm.added["sft"]) >= 1
