@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
 from seam_lightning.models.loading import LoRASettings, Quantization, export_pretrained, load_policy, load_reward_model, load_tokenizer
-from seam_lightning.modules.base import drop_frozen_parameters
+from seam_lightning.modules.base import drop_frozen_parameters, global_token_mean
 from seam_lightning.rl.functional import (
     KLEstimator,
     entropy_from_logits,
@@ -322,9 +322,10 @@ class PPOModule(LightningModule):
                 vf_loss, vf_clip_fraction = value_loss(
                     values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
                 # One backward for both models (DDP reduces every trainable weight in each
-                # backward); the share makes the rank average the global token mean.
-                share = self._token_share(mask)
-                self.manual_backward((pg_loss + vf_loss) * share / hp.gradient_accumulation_steps)
+                # backward), as the mean over the tokens of every rank's mini-batch.
+                tokens = mask.sum()
+                loss, _ = global_token_mean(self, (pg_loss + vf_loss) * tokens, tokens)
+                self.manual_backward(loss / hp.gradient_accumulation_steps)
                 if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
                     for optimizer in (policy_opt, value_opt):
                         if hp.max_grad_norm is not None:
@@ -360,17 +361,6 @@ class PPOModule(LightningModule):
         if self._world_size() == 1:
             return value
         return self.all_gather(value).reshape(-1)
-
-    def _token_share(self, mask: Tensor) -> Tensor:
-        """Weight turning this rank's token-mean loss into its part of the global token mean.
-
-        DDP averages gradients over ranks; local_tokens × world / global_tokens makes that
-        average the gradient of the mean over every rank's tokens (1 in one process).
-        """
-        if self._world_size() == 1:
-            return torch.ones((), device=mask.device)
-        local = mask.sum().float()
-        return local * self._world_size() / self._all_sum(local).clamp(min=1)
 
     def _logprobs(self, model: nn.Module, seq: Tensor, attn: Tensor, tokens: Tensor, start: int) -> Tensor:
         return logprobs_of(response_logits(model, seq, attn, start) / self.sampling.temperature, tokens)
