@@ -58,6 +58,9 @@ class RLHFDataModule(LightningDataModule):
         num_workers: DataLoader workers.
         seed: shuffling seed; epoch e of a split is always in the same order for a given
             seed, and a run resumed mid-epoch continues with the batches it had not seen.
+        drop_last: drop an epoch's last partial training batch, so every step sees
+            ``batch_size`` examples (e.g. every PPO step the same number of prompts, whatever
+            share SEAM pruned). Fewer examples than one batch is then an error.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class RLHFDataModule(LightningDataModule):
         overlong: Overlong = "truncate",
         num_workers: int = 0,
         seed: int = 0,
+        drop_last: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -94,6 +98,7 @@ class RLHFDataModule(LightningDataModule):
         self.overlong = overlong
         self.num_workers = num_workers
         self.seed = seed
+        self.drop_last = drop_last
         self.stage: DataStage | None = None
         self.formatter: PromptFormatter | None = None
         self.stats: Counter[str] = Counter()
@@ -236,6 +241,10 @@ class RLHFDataModule(LightningDataModule):
             examples = [e for e in examples if e["id"] in self.active_rl_ids]
             if not examples:
                 raise DataError("no active RL examples left to train on (every id was pruned or dropped)")
+        world = self.trainer.world_size if self.trainer else 1
+        if self.drop_last and len(examples) < self.batch_size * world:
+            raise DataError(f"drop_last: {len(examples)} {self.stage} training examples make no full batch of "
+                            f"{self.batch_size} per device × {world} device(s)")
         return self._loader(examples, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -245,6 +254,7 @@ class RLHFDataModule(LightningDataModule):
         return self._loader(self.examples(split), self.eval_batch_size, shuffle=False)
 
     def _loader(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
+        # Only training loaders (shuffle=True) drop a partial batch; evaluation sees every example.
         collate = partial(COLLATE[self.stage], pad_id=self.formatter.tokenizer.pad_token_id)
         sampler = None
         if shuffle:
@@ -254,7 +264,8 @@ class RLHFDataModule(LightningDataModule):
             sampler.skip(self._consumed_before_restart() * batch_size)
         # Its own generator: building the iterator must not draw from the global random stream.
         return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed))
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
+                          drop_last=shuffle and self.drop_last)
 
     def _consumed_before_restart(self) -> int:
         """Training batches of the current epoch already processed, when resuming mid-epoch; else 0."""

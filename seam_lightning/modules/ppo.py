@@ -96,8 +96,9 @@ class PPOModule(LightningModule):
         value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
         weight_decay: AdamW weight decay.
         ppo_epochs: passes over each rollout batch.
-        mini_batch_size: rows per update and device; must divide the data module's batch size
-            (under DDP each rank updates on its own rows; gradients and statistics are global).
+        mini_batch_size: rows per update and device (a batch that is not a multiple ends with a
+            smaller mini-batch; under DDP each rank updates on its own rows, with gradients and
+            statistics of the global batch).
         gradient_accumulation_steps: mini-batches whose gradients make one update.
         clip_range: ε of the clipped policy objective.
         value_clip_range: ε of the clipped value loss (None: unclipped).
@@ -221,8 +222,6 @@ class PPOModule(LightningModule):
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
         hp = self.hparams
-        if len(batch["ids"]) % hp.mini_batch_size:
-            raise ValueError(f"mini_batch_size={hp.mini_batch_size} must divide the batch size {len(batch['ids'])}")
         # No dropout anywhere: the ratio π/π_old must be exactly 1 before the first update.
         self.policy.eval()
         self.value_model.eval()
@@ -307,7 +306,7 @@ class PPOModule(LightningModule):
         responses = rollout.responses
         policy_opt, value_opt = self.optimizers()
         n_rows = len(rollout.mask)
-        per_epoch = n_rows // hp.mini_batch_size
+        per_epoch = -(-n_rows // hp.mini_batch_size)  # the last mini-batch may be smaller
         totals: dict[str, list[Tensor]] = {}
         for _ in range(hp.ppo_epochs):
             order = torch.randperm(n_rows, device=rollout.mask.device)

@@ -134,3 +134,12 @@ def test_examples_can_be_added_to_a_set_the_run_does_not_load(tiny_model_dir):
     assert ids == [0] and dm.added["preference"][0].text["chosen"] == "Right."
     with pytest.raises(DataError, match="missing or empty field"):
         dm.add_examples("sft", [{"instruction": "Q?", "response": "  "}])
+
+
+def test_drop_last_drops_only_a_partial_training_batch(sources, tiny_model_dir):
+    dm = _datamodule(sources, drop_last=True)  # 6 SFT examples, batch 2 -> 3 full batches
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "rl")  # 5 RL examples -> 2 full batches, 1 dropped
+    assert [len(b["ids"]) for b in dm.train_dataloader()] == [2, 2]
+    dm.set_active_rl_ids([0])  # one example: no full batch, a clear error rather than empty epochs
+    with pytest.raises(DataError, match="no full batch of 2"):
+        dm.train_dataloader()

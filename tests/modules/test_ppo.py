@@ -155,10 +155,25 @@ def test_rejects_bad_settings(tiny_model_dir, rl_file, tmp_path):
         PPOModule(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), reward_fn=count_o)
     with pytest.raises(ValueError, match="kl_estimator"):
         PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, kl_estimator="k4")
-    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, mini_batch_size=3,
+
+
+def test_batches_that_are_no_multiple_of_the_mini_batch_end_with_a_smaller_one(tiny_model_dir, rl_file, tmp_path):
+    # 16 prompts in batches of 6: 6, 6 and a last 4; mini-batches of 4 (4+2, 4+2, 4).
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=None, value_lora=None,
+                       sampling=SamplingSettings(max_new_tokens=3), mini_batch_size=4, ppo_epochs=1,
                        evaluate_at_start=False)
-    with pytest.raises(ValueError, match="mini_batch_size=3 must divide the batch size 4"):
-        _trainer(tmp_path, enable_checkpointing=False).fit(module, datamodule=_datamodule(rl_file, 4, val=False))
+    _trainer(tmp_path, max_epochs=1, enable_checkpointing=False, limit_val_batches=0).fit(
+        module, datamodule=_datamodule(rl_file, 6, val=False))
+    assert module.ppo_step == 3
+    assert module.trainer.global_step == 2 * (2 + 2 + 1)  # policy and value update per mini-batch
+    # With drop_last the partial batch is left out: every PPO step has the same number of prompts.
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=None, value_lora=None,
+                       sampling=SamplingSettings(max_new_tokens=3), mini_batch_size=3, ppo_epochs=1,
+                       evaluate_at_start=False)
+    data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None, rl=DataSource(str(rl_file)),
+                          rl_val=None, batch_size=6, drop_last=True)
+    _trainer(tmp_path, max_epochs=1, enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=data)
+    assert module.ppo_step == 2
 
 
 def test_seam_rescoring_with_the_current_policy_sees_the_trained_policy(tiny_model_dir, rl_file, tmp_path):

@@ -1,0 +1,110 @@
+"""Paper §7, Fig. 6 at small scale: PPO on all of D_rl vs SEAM-pruned vs randomly pruned D_rl.
+
+    python scripts/exp_data_selection.py            # default size (~15 min on 2 CPU cores after the gold RM)
+    python scripts/exp_data_selection.py --quick    # 16 prompts, 2 PPO steps, 1 seed: a few minutes
+
+Three conditions, each run with every seed (PPOModule seed and data-order seed) and the
+same number of PPO steps of the same batch size:
+  full    PPO on all args.rl_prompts demo RL prompts;
+  seam    SeamCallback(mode="prune", selection="seam") drops the ``--fraction`` with the largest SEAM
+          (largest PM–RM discrepancy) before the first step;
+  random  SeamCallback(selection="random", seed=seed) drops the same number at random.
+SEAM is scored once (π_SFT and the training RM; SEAM_Contrast candidates) and reused from
+``<out>/seam_progress`` by every later run. After training, the policy answers held-out
+demo://rl_val prompts greedily; Q_PM is the gold RM's mean reward (95% CI over prompts and
+seeds pooled), next to the training RM's reward of the same answers (PPOModule's val/reward),
+and Δ, the per-prompt difference to ``full`` (paired, averaged over seeds) with its CI.
+Writes ``<out>/data_selection.json`` and ``<out>/data_selection.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+
+from experiments.common import (Judges, add_common_args, bar_plot, ci_text, contrast_source, ensure_gold_rm,
+                                markdown_table, mean_ci, resolve, run_ppo, write_json)
+from seam_lightning import SeamCallback
+
+CONDITIONS = ("full", "seam", "random")
+
+
+def prune_callback(args: argparse.Namespace, selection: str, source, seed: int) -> SeamCallback:
+    """Prune ``args.fraction`` of D_rl once, before the first PPO step (scores reused across runs)."""
+    return SeamCallback(source, mode="prune", selection=selection, fraction=args.fraction,
+                        num_candidates=args.candidates, every_n_epochs=0, reference_policy=args.sft,
+                        reward_model=args.rm, progress=False, save_progress=True,
+                        progress_dir=str(Path(args.out) / "seam_progress"), seed=seed)
+
+
+def paired_delta(runs: list[dict], baseline: list[dict]) -> dict:
+    """Mean over seeds of per-prompt gold-reward differences to the baseline's run of the same seed, with CI."""
+    by_seed = {r["seed"]: r["gold_per_prompt"] for r in baseline}
+    diffs = [a - b for r in runs for a, b in zip(r["gold_per_prompt"], by_seed[r["seed"]])]
+    return mean_ci(diffs).to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--fraction", type=float, default=0.2, help="share of D_rl pruned (paper: 0.2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1, quick 0)")
+    args = parser.parse_args()
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1])
+    resolve(args)
+    started = time.monotonic()
+    gold = ensure_gold_rm(args)
+    judges, source = Judges(args), contrast_source(args)
+    sft = judges.evaluate_path(args.sft)
+
+    runs = []
+    for condition in CONDITIONS:
+        for seed in args.seeds:
+            t0 = time.monotonic()
+            callback = None if condition == "full" else prune_callback(args, condition, source, seed)
+            module = run_ppo(args, args.rm, seed, [callback] if callback else None)
+            result = judges.evaluate(module.policy)
+            result.update(condition=condition, seed=seed, seconds=time.monotonic() - t0,
+                          pruned=len(callback.pruned_ids) if callback else 0,
+                          scoring=callback.last_scoring if callback else None)
+            runs.append(result)
+            print(f"[{condition} seed {seed}] Q_PM {ci_text(result['q_pm'])}; RM reward "
+                  f"{result['rm_reward']['mean']:.3f}; pruned {result['pruned']}; {result['seconds']:.0f} s", flush=True)
+            del module, callback
+            gc.collect()
+
+    rows = []
+    for condition in CONDITIONS:
+        mine = [r for r in runs if r["condition"] == condition]
+        rows.append({
+            "condition": condition,
+            "q_pm": mean_ci([g for r in mine for g in r["gold_per_prompt"]]).to_dict(),
+            "rm_reward": mean_ci([g for r in mine for g in r["rm_per_prompt"]]).to_dict(),
+            "per_seed_q_pm": [r["q_pm"]["mean"] for r in mine],
+            "delta_vs_full": paired_delta(mine, [r for r in runs if r["condition"] == "full"]),
+            "prompts_trained_on": args.rl_prompts - mine[0]["pruned"],
+        })
+    seconds = time.monotonic() - started
+    settings = {k: v for k, v in vars(args).items()}
+    write_json(Path(args.out) / "data_selection.json",
+               {"settings": settings, "gold_rm": gold, "sft": sft, "rows": rows, "runs": runs, "seconds": seconds})
+
+    print(f"\nSettings: D_rl {args.rl_prompts} demo prompts, prune fraction {args.fraction}, {args.ppo_steps} PPO steps "
+          f"of {args.batch_size} prompts, {args.new_tokens} new tokens, seeds {args.seeds}, {args.candidates} "
+          f"candidates, Q_PM on {args.val_prompts} held-out prompts by gold RM {args.gold_rm} "
+          f"(held-out accuracy {gold['accuracy']:.3f} on {gold['pairs']} pairs); total {seconds:.0f} s")
+    table = [["π_SFT (no PPO)", "-", ci_text(sft["q_pm"]), "-", "-", f"{sft['rm_reward']['mean']:.3f}"]]
+    table += [[r["condition"], r["prompts_trained_on"], ci_text(r["q_pm"]), ci_text(r["delta_vs_full"]),
+               " ".join(f"{q:.3f}" for q in r["per_seed_q_pm"]), f"{r['rm_reward']['mean']:.3f}"] for r in rows]
+    print(markdown_table(["condition", "RL prompts", "Q_PM gold reward [95% CI]", "Δ vs full [95% CI]",
+                          "Q_PM per seed", "training-RM reward"], table))
+    bar_plot(Path(args.out) / "data_selection.png", [r["condition"] for r in rows], [r["q_pm"] for r in rows],
+             f"Data selection (Fig. 6): {args.ppo_steps} PPO steps, seeds {args.seeds}, prune {args.fraction:.0%}",
+             "Q_PM: gold-RM reward (95% CI)", reference=sft["q_pm"]["mean"], reference_label="π_SFT")
+    print(f"wrote {Path(args.out) / 'data_selection.json'} and {Path(args.out) / 'data_selection.png'}")
+
+
+if __name__ == "__main__":
+    main()

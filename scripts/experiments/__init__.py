@@ -1,0 +1,1 @@
+"""Shared pieces of the paper-style experiment scripts (scripts/exp_*.py)."""

@@ -1,0 +1,278 @@
+"""What the four experiment scripts share: settings, training runs, Q_PM, the gold RM, JSON, tables and plots.
+
+Everything runs in this process through the package's own classes (RLHFDataModule,
+RewardModule, PPOModule, SeamCallback, SeamScorer), on the CPU in bf16 autocast,
+sized by command-line flags (``--quick`` for a run of a few minutes).
+
+Q_PM here is judge-free: the mean reward a *gold* reward model gives to a policy's
+greedy responses to held-out prompts (demo://rl_val), with a 95% t interval over
+the prompts. The gold RM is trained once, differently from the training RM (see
+`ensure_gold_rm`), and reused from disk afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from lightning.pytorch import Trainer, seed_everything  # noqa: E402
+
+from seam_lightning import DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
+from seam_lightning.data.records import load_records  # noqa: E402
+from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
+from seam_lightning.eval.stats import mean_ci  # noqa: E402
+from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
+from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
+from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
+
+MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS = 128, 96  # as in cli.yaml and the stage configs
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Flags every experiment takes: models, sizes, output folder, --quick."""
+    p = parser.add_argument
+    p("--out", default="results", help="folder for <name>.json, <name>.png and caches (default results/)")
+    p("--quick", action="store_true", help="few prompts and steps: finishes in a few minutes")
+    p("--sft", default="runs/sft/export", help="π_SFT, the policy PPO starts from (default job's SFT export)")
+    p("--rm", default="runs/reward/export", help="the training reward model (default job's RM export)")
+    p("--base", default=DEFAULT_MODEL, help="the base model (gold RM backbone; the no-SFT PM of the overlap study)")
+    p("--gold-rm", default=None, help="the gold RM judging Q_PM (default runs/gold_reward[_quick]/export; "
+                                      "trained once if missing)")
+    p("--gold-steps", type=int, default=None, help="training steps of a missing gold RM (default 60, quick 12)")
+    p("--rl-prompts", type=int, default=None, help="D_rl size: first N demo://rl_train prompts (default 64, quick 16)")
+    p("--val-prompts", type=int, default=None, help="held-out demo://rl_val prompts for Q_PM (default 24, quick 8)")
+    p("--ppo-steps", type=int, default=None, help="PPO steps of 8 prompts per run (default 6, quick 2)")
+    p("--new-tokens", type=int, default=None, help="max new tokens per response (default 32, quick 16)")
+    p("--candidates", type=int, default=None, help="SEAM_Contrast candidates per prompt (default 30, quick 10)")
+    p("--pref-val", type=int, default=None, help="demo://preference_val pairs for RM accuracy (default 200, quick 32)")
+    p("--corpus-limit", type=int, default=None, help="use only the first N demo://sft_train rows as contrast corpus")
+    p("--lora-layers", type=int, default=8, help="LoRA on the top N transformer blocks (cli.yaml: 8)")
+    p("--batch-size", type=int, default=8, help="RL prompts per PPO step / pairs per RM step")
+    p("--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)")
+
+
+def resolve(args: argparse.Namespace, **quick_defaults: Any) -> argparse.Namespace:
+    """Fill unset size flags: the full defaults, or the quick ones with --quick (script-specific ones too)."""
+    full = dict(rl_prompts=64, val_prompts=24, ppo_steps=6, new_tokens=32, candidates=30, pref_val=200,
+                gold_steps=60)
+    quick = dict(rl_prompts=16, val_prompts=8, ppo_steps=2, new_tokens=16, candidates=10, pref_val=32,
+                 gold_steps=12)
+    for key, (full_value, quick_value) in quick_defaults.items():
+        full[key], quick[key] = full_value, quick_value
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.gold_rm is None:
+        args.gold_rm = "runs/gold_reward_quick/export" if args.quick else "runs/gold_reward/export"
+    for path in (args.sft, args.rm):
+        if not path.startswith("bundled:") and not Path(path).exists():
+            raise SystemExit(f"{path} not found: run `python scripts/default_job.py` first or pass --sft/--rm")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def lora(layers: int, dropout: float = 0.0) -> LoRASettings:
+    """LoRA as in cli.yaml (r 16, alpha 32, all linear layers) on the top ``layers`` blocks."""
+    return LoRASettings(r=16, alpha=32, dropout=dropout, target_modules="all-linear", layers=list(range(-layers, 0)))
+
+
+def top_layers(model: str, wanted: int) -> int:
+    """``wanted`` capped at the model's depth (tiny test models have 2 blocks)."""
+    from transformers import AutoConfig
+    from seam_lightning.models.loading import resolve_model_path
+
+    return min(wanted, AutoConfig.from_pretrained(resolve_model_path(model)).num_hidden_layers)
+
+
+def trainer(root: str | Path, callbacks: list | None = None, **kwargs: Any) -> Trainer:
+    """A quiet CPU Trainer in bf16 autocast, no logger, no checkpoints, no validation loop."""
+    return Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                   limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks or [], **kwargs)
+
+
+def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: list | None = None,
+            root: str | Path | None = None) -> PPOModule:
+    """PPO from args.sft with ``reward_model`` for args.ppo_steps steps (cli.yaml's settings); the trained module."""
+    seed_everything(seed, verbose=False)
+    data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
+                              rl=DataSource("demo://rl_train", limit=args.rl_prompts), rl_val=None,
+                              batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+                              max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed,
+                              drop_last=True)  # every PPO step has batch_size prompts, in every condition
+    layers = top_layers(args.sft, args.lora_layers)
+    module = PPOModule(policy=args.sft, reward_model=reward_model, lora=lora(layers), value_lora=lora(layers),
+                       sampling=SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0),
+                       learning_rate=2e-4, ppo_epochs=2, mini_batch_size=min(4, args.batch_size), kl_coef=0.05,
+                       kl_target=None, reward_normalization="running", missing_eos_penalty=1.0,
+                       max_ppo_steps=args.ppo_steps, evaluate_at_start=False, seed=seed)
+    trainer(root or Path(args.out) / "lightning", callbacks, max_epochs=-1).fit(module, datamodule=data)
+    return module
+
+
+class Judges:
+    """The gold RM (Q_PM) and the training RM, loaded once, scoring greedy responses to held-out prompts."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.instructions = [r.text["instruction"] for r in
+                             load_records(DataSource("demo://rl_val", limit=args.val_prompts), ("instruction",))]
+        self.tokenizer = load_tokenizer(args.sft)
+        self.gold = load_reward_model(args.gold_rm).eval()
+        self.train_rm = load_reward_model(args.rm).eval()
+        self.new_tokens = args.new_tokens
+
+    def evaluate(self, policy: torch.nn.Module) -> dict[str, Any]:
+        """Gold reward (Q_PM) and training-RM reward of ``policy``'s greedy responses, per prompt and mean ± CI.
+
+        The training-RM number is what PPOModule logs as val/reward (greedy responses, the RM's score).
+        """
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            responses = generate_responses(policy, self.tokenizer, self.instructions, self.new_tokens, batch_size=12,
+                                           max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
+            limits = dict(max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
+                          progress=False)
+            gold = reward_scores(self.gold, self.tokenizer, self.instructions, responses, **limits).tolist()
+            rm = reward_scores(self.train_rm, self.tokenizer, self.instructions, responses, **limits).tolist()
+        return {"q_pm": mean_ci(gold).to_dict(), "rm_reward": mean_ci(rm).to_dict(), "gold_per_prompt": gold,
+                "rm_per_prompt": rm, "mean_length_chars": sum(map(len, responses)) / len(responses)}
+
+    def evaluate_path(self, path: str) -> dict[str, Any]:
+        """`evaluate` of a saved policy (e.g. π_SFT, the reference row of every table)."""
+        return self.evaluate(load_policy(path).eval())
+
+
+def train_reward_model(args: argparse.Namespace, model: str, steps: int, seed: int, export_dir: str | Path,
+                       preference_limit: int | None = None, augmented: str | Path | None = None) -> RewardModule:
+    """A pairwise RM as in reward.yaml (LoRA top blocks, lr 5e-4, 10 warm-up steps) on demo D_r (+ augmented pairs)."""
+    seed_everything(seed, verbose=False)
+    data = RLHFDataModule(sft=None, sft_val=None, rl=None, rl_val=None, preference_val=None,
+                          preference=DataSource("demo://preference_train", limit=preference_limit),
+                          preference_augmented=DataSource(str(augmented)) if augmented else None,
+                          batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+                          max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed)
+    module = RewardModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05),
+                          learning_rate=5e-4, warmup_steps=min(10, steps), export_dir=str(export_dir))
+    trainer(Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
+    return module
+
+
+def rm_accuracy(model: torch.nn.Module, tokenizer, limit: int) -> float:
+    """Q_RM: preference accuracy on the first ``limit`` demo://preference_val pairs."""
+    fields = ("instruction", "chosen", "rejected")
+    records = load_records(DataSource("demo://preference_val", limit=limit), fields)
+    columns = [[r.text[f] for r in records] for f in fields]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return preference_accuracy(model.eval(), tokenizer, *columns, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+                                   max_response_tokens=MAX_RESPONSE_TOKENS, progress=False)
+
+
+def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
+    """The gold RM at args.gold_rm, trained once if missing; returns its description and held-out accuracy.
+
+    It differs from the training RM in backbone (the base model ``args.base``, not the SFT
+    export), data order (data seed 1 instead of 0) and run seed (1 vs 42), so it saw other
+    preference pairs in its step budget. It is still trained on the same demo preference
+    distribution, so it is a second opinion, not an independent human judge. Its accuracy
+    on demo://preference_val is cached in ``<out>/gold_rm.json``.
+    """
+    path, trained_seconds = Path(args.gold_rm), None
+    if not path.exists():
+        print(f"[gold RM] training {args.base} for {args.gold_steps} steps -> {path}", flush=True)
+        start = time.monotonic()
+        train_reward_model(args, args.base, args.gold_steps, seed=1, export_dir=path)
+        trained_seconds = time.monotonic() - start
+    cache = Path(args.out) / "gold_rm.json"
+    key = {"path": str(path.resolve()), "pref_val": args.pref_val, "mtime": path.stat().st_mtime}
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())
+    info = {"key": key, "path": str(path), "accuracy": rm_accuracy(load_reward_model(str(path)), load_tokenizer(str(path)),
+                                                                 args.pref_val),
+            "pairs": args.pref_val, "trained_seconds": trained_seconds}
+    write_json(cache, info)
+    print(f"[gold RM] {path}: held-out preference accuracy {info['accuracy']:.3f} on {args.pref_val} pairs", flush=True)
+    return info
+
+
+def contrast_source(args: argparse.Namespace) -> ContrastSource:
+    """SEAM_Contrast over demo://sft_train as in cli.yaml (MiniLM encoder, band [0.8, 0.9])."""
+    return ContrastSource(corpus=DataSource("demo://sft_train", limit=args.corpus_limit), band=(0.8, 0.9))
+
+
+def rl_records(args: argparse.Namespace):
+    """D_rl: the first args.rl_prompts demo://rl_train records (instruction, golden response)."""
+    return load_records(DataSource("demo://rl_train", limit=args.rl_prompts), ("instruction", "response"))
+
+
+def seam_scores(policy: str, reward_model: str, examples: list[SeamExample]) -> dict[int, float]:
+    """SEAM per RL id under one (PM, RM) pair, in bf16 autocast as SeamCallback scores under the Trainer."""
+    pm, rm = load_policy(policy).eval(), load_reward_model(reward_model).eval()
+    scorer = SeamScorer(pm, rm, load_tokenizer(policy), reward_tokenizer=load_tokenizer(reward_model),
+                        max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
+                        progress=False)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return {r.id: r.seam for r in scorer.score(examples, total=len(examples))}
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write ``payload`` as JSON atomically (temporary file beside it, then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table; floats get 3 decimals."""
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def ci_text(ci: dict[str, float]) -> str:
+    """'mean [low, high]' of a MeanCI dict."""
+    return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def bar_plot(path: str | Path, labels: list[str], cis: list[dict[str, float]], title: str, ylabel: str,
+             reference: float | None = None, reference_label: str = "") -> Path:
+    """Bars of means with 95% CI error bars (and an optional horizontal reference line)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    means = [c["mean"] for c in cis]
+    errors = [[c["mean"] - c["low"] for c in cis], [c["high"] - c["mean"] for c in cis]]
+    ax.bar(labels, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.8)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
+        ax.legend()
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
