@@ -140,7 +140,7 @@ class RLHFDataModule(LightningDataModule):
     def _load_augmented_sources(self) -> None:
         # Once: they become part of `added`, which checkpoints carry (a resumed run gets them from there).
         for kind, source in self.augmented_sources.items():
-            if source is not None and not any(r.origin.startswith(f"{source.path}") for r in self.added[kind]):
+            if source is not None and not any(r.origin.startswith(f"{source.path} #") for r in self.added[kind]):
                 records = load_records(source, FIELDS[kind])
                 self.add_examples(kind, [r.text for r in records], origin=source.path)
 
