@@ -1,6 +1,6 @@
 """Paper §8, Fig. 7 at small scale: augment the RM's data where SEAM flags D_rl, vs random and full augmentation.
 
-    python scripts/exp_augmentation.py              # 4 conditions × (RM 30 steps + PPO 8 steps) (~20 min)
+    python scripts/exp_augmentation.py              # 4 conditions × (RM 30 steps + PPO 6 steps) (~18 min on 2 cores)
     python scripts/exp_augmentation.py --quick      # 16 prompts, RM 4 steps, PPO 2 steps
 
 Conditions (which RL prompts get augmentations):

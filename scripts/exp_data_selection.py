@@ -1,6 +1,6 @@
 """Paper §7, Fig. 6 at small scale: PPO on all of D_rl vs SEAM-pruned vs randomly pruned D_rl.
 
-    python scripts/exp_data_selection.py            # default size (~15 min on 2 CPU cores after the gold RM)
+    python scripts/exp_data_selection.py            # default size (~10 min on 2 CPU cores after the gold RM)
     python scripts/exp_data_selection.py --quick    # 16 prompts, 2 PPO steps, 1 seed: a few minutes
 
 Three conditions, each run with every seed (PPOModule seed and data-order seed) and the

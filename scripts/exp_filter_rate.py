@@ -1,6 +1,6 @@
 """Paper Appendix E.1 at small scale: Q_PM after PPO as a function of the share of D_rl pruned by SEAM.
 
-    python scripts/exp_filter_rate.py               # fractions 0 0.1 0.2 0.4 0.6 0.8, seed 0 (~15 min)
+    python scripts/exp_filter_rate.py               # fractions 0 0.1 0.2 0.4 0.6 0.8, seed 0 (~9 min)
     python scripts/exp_filter_rate.py --quick       # fractions 0 0.2 0.5, 16 prompts, 2 PPO steps
 
 For each fraction f, SeamCallback(mode="prune", selection="seam", fraction=f) drops the f

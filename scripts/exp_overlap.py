@@ -1,6 +1,6 @@
 """Paper Appendix E.2, Table 3 at small scale: do different (PM, RM) pairs flag the same RL prompts?
 
-    python scripts/exp_overlap.py                   # 64 prompts, 30 candidates, 4 model pairs
+    python scripts/exp_overlap.py                   # 64 prompts, 30 candidates, 4 model pairs (~3 min)
     python scripts/exp_overlap.py --quick           # 16 prompts, 10 candidates
 
 The same D_rl and the same SEAM_Contrast candidates are scored with SEAM under every pair
