@@ -16,13 +16,13 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from string import Formatter
 
 from tqdm import tqdm
 
 from seam_lightning.cache import cache_root
 from seam_lightning.seam.chat import ChatBackend, ChatRequestRejected
 from seam_lightning.seam.completion_cache import CompletionCache, completion_key
+from seam_lightning.seam.prompts import check_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,7 @@ _OUT_OF = re.compile(rf"(?<![0-9.])([+-]?{_NUMBER}){_OUT_OF_TEN}", re.ASCII | re
 
 def check_judge_template(template: str) -> None:
     """Raise ValueError naming what is wrong unless ``template`` uses exactly {question} and {answer}."""
-    if not isinstance(template, str):
-        raise ValueError(f"judge template must be a string, got {type(template).__name__}")
-    try:
-        parsed = list(Formatter().parse(template))
-    except ValueError as e:  # a lone '{' or '}'
-        raise ValueError(f"judge template is not a valid format string ({e}); "
-                         "write a literal brace as '{{' or '}}'") from None
-    used = set()
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in JUDGE_FIELDS:
-            raise ValueError(f"judge template has an unknown placeholder {{{field}}}; allowed are "
-                             "{question} and {answer} (write a literal brace as '{{' or '}}')")
-        if spec or conversion:
-            raise ValueError(f"judge template: placeholder {{{field}}} must be plain, "
-                             "without a format spec or !conversion")
-        used.add(field)
-    missing = sorted(JUDGE_FIELDS - used)
-    if missing:
-        raise ValueError("judge template lacks the placeholder(s) " + ", ".join("{" + m + "}" for m in missing)
-                         + "; a judge template needs {question} and {answer}")
+    check_placeholders(template, JUDGE_FIELDS, "judge template")
 
 
 def render_judge_prompt(template: str, question: str, answer: str) -> str:

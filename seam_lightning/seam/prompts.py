@@ -36,35 +36,40 @@ FIELDS = frozenset({"question", "answer", "n"})
 
 def check_template(template: str) -> None:
     """Raise ValueError naming what is wrong unless ``template`` uses exactly {question}, {answer}, {n}."""
+    check_placeholders(template, FIELDS, "prompt_template")
+
+
+def check_placeholders(template: str, fields: frozenset[str], name: str) -> None:
+    """Raise ValueError naming what is wrong unless ``template`` uses each of ``fields``, plainly, and no other.
+
+    ``name`` is how the error calls the template (an argument name, "judge template").
+    """
     if not isinstance(template, str):
-        raise ValueError(f"prompt_template must be a string, got {type(template).__name__}")
+        raise ValueError(f"{name} must be a string, got {type(template).__name__}")
     try:
         parsed = list(Formatter().parse(template))
     except ValueError as e:  # a lone '{' or '}'
         raise ValueError(
-            f"prompt_template is not a valid format string ({e}); write a literal brace as '{{{{' or '}}}}'"
+            f"{name} is not a valid format string ({e}); write a literal brace as '{{{{' or '}}}}'"
         ) from None
+    allowed = ", ".join("{" + f + "}" for f in sorted(fields))
     used = set()
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if field not in FIELDS:
+        if field not in fields:
             raise ValueError(
-                f"prompt_template has an unknown placeholder {{{field}}}; allowed are {{question}}, {{answer}} "
-                "and {n} (write a literal brace as '{{' or '}}')"
+                f"{name} has an unknown placeholder {{{field}}}; allowed are {allowed} "
+                "(write a literal brace as '{{' or '}}')"
             )
         if spec or conversion:
             # '{n:03d}' or '{answer!r}' would change the text the cache key and the model see.
-            raise ValueError(
-                f"prompt_template: placeholder {{{field}}} must be plain, without a format spec or !conversion"
-            )
+            raise ValueError(f"{name}: placeholder {{{field}}} must be plain, without a format spec or !conversion")
         used.add(field)
-    missing = sorted(FIELDS - used)
+    missing = sorted(fields - used)
     if missing:
-        raise ValueError(
-            "prompt_template lacks the placeholder(s) " + ", ".join("{" + m + "}" for m in missing)
-            + "; a worse-answers template needs {question}, {answer} and {n}"
-        )
+        raise ValueError(f"{name} lacks the placeholder(s) " + ", ".join("{" + m + "}" for m in missing)
+                         + f"; it needs {allowed}")
 
 
 def render_worse_answers_prompt(template: str | None, question: str, answer: str, n: int) -> str:
