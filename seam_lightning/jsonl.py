@@ -1,5 +1,6 @@
-"""Append-only JSON-lines files that survive a crash: one fsync'ed line per entry.
+"""JSON-lines files that survive a crash: append-only logs and whole files renamed into place.
 
+Appending (caches, progress) writes one fsync'ed line per entry.
 A line is one ``write`` to an ``O_APPEND`` file, so processes appending to the same
 file (DDP ranks) do not interleave on a local file system. A line cut short by a
 kill is skipped with a warning naming the file and line; the next append starts on
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,3 +63,19 @@ def append_jsonl(path: str | Path, objects: list[dict[str, Any]], open_line: boo
         os.fsync(fd)  # on disk before we move on: a crash now loses nothing already computed
     finally:
         os.close(fd)
+
+
+def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -11,14 +11,12 @@ Optimisation is manual, so Lightning's ``global_step`` counts optimizer updates
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
@@ -43,6 +41,7 @@ from seam_lightning.rl.functional import (
 from seam_lightning.rl.generation import Responses, SamplingSettings, mix_seed, sample_responses
 from seam_lightning.rl.kl_controller import kl_controller
 from seam_lightning.rl.normalization import RunningMoments
+from seam_lightning.rl.rng_state import capture_rng_state, restore_rng_state
 
 RewardFunction = Callable[[list[str], list[str]], Any]
 """(instructions, responses) → one score per response (list or tensor): a programmatic reward."""
@@ -219,9 +218,8 @@ class PPOModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # resumed: continue the random stream where it stopped
-            _set_rng_state(self._rng_to_restore)
+            restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
-        hp = self.hparams
         # No dropout anywhere: the ratio π/π_old must be exactly 1 before the first update.
         self.policy.eval()
         self.value_model.eval()
@@ -455,7 +453,7 @@ class PPOModule(LightningModule):
             "ppo_step": self.ppo_step,
             "kl_controller": self.kl_controller.state_dict(),
             "reward_moments": self.reward_moments.state_dict(),
-            "rng": _rng_state(),
+            "rng": capture_rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -505,22 +503,3 @@ def _check_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None,
 def _row_chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, start + size)
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    # Plain lists, not arrays, so checkpoints load with torch.load(weights_only=True).
-    numpy_state = [kind, keys.tolist(), position, has_gauss, gauss]
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    kind, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

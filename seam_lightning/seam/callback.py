@@ -33,6 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
 from seam_lightning.data.records import Record
+from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
 from seam_lightning.rl.generation import mix_seed
 from seam_lightning.seam.augment import contrast_augmentations
@@ -455,22 +456,6 @@ def _check_same_on_every_rank(trainer: Trainer, selected: list[int]) -> None:
     digest = hashlib.sha256(json.dumps(selected).encode()).hexdigest()
     if len(set(_all_gather_objects(trainer, digest))) > 1:
         raise RuntimeError("SeamCallback: DDP ranks selected different RL prompts; refusing to train on diverging data")
-
-
-def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` as JSON lines to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def write_scores(path: str | Path, results: list[SeamResult], records: list[Record], selected: set[int]) -> Path:

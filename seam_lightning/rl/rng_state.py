@@ -1,0 +1,30 @@
+"""Random-number-generator state in checkpoints, so a resumed run draws what an uninterrupted one would."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The torch, Python, NumPy (and CUDA) random states, in a form checkpoints load with weights_only."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # Plain lists, not arrays, so checkpoints load with torch.load(weights_only=True).
+    numpy_state = [kind, keys.tolist(), position, has_gauss, gauss]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the random states saved by :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
