@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from seam_lightning import DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning.data.records import load_records  # noqa: E402
+from seam_lightning.eval import files  # noqa: E402
 from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
 from seam_lightning.eval.stats import mean_ci  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
@@ -224,18 +224,8 @@ def seam_scores(policy: str, reward_model: str, examples: list[SeamExample]) -> 
 
 
 def write_json(path: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON atomically (temporary file beside it, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """Write ``payload`` as JSON atomically; paths and the like as strings, NaN (e.g. an undefined ρ) kept."""
+    return files.write_json(path, payload, default=str, allow_nan=True)
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from seam_lightning.data.records import DataSource, load_records
 
@@ -29,14 +29,18 @@ def load_columns(path: str, fields: Sequence[str], limit: int | None = None, spl
     return {name: [record.text[name] for record in records] for name in fields}
 
 
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as JSON to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+def write_json(path: str | Path, payload: dict[str, Any], default: Callable[[Any], Any] | None = None,
+               allow_nan: bool = False) -> Path:
+    """Write ``payload`` as JSON to ``path`` atomically: a temporary file beside it, then ``os.replace``.
+
+    ``default`` and ``allow_nan`` as in :func:`json.dump` (by default a NaN is an error, not invalid JSON).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, ensure_ascii=False, allow_nan=False)
+            json.dump(payload, f, indent=2, ensure_ascii=False, allow_nan=allow_nan, default=default)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
