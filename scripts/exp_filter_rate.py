@@ -19,25 +19,21 @@ import time
 from pathlib import Path
 
 from experiments.common import (Judges, add_common_args, ci_text, contrast_source, ensure_gold_rm, markdown_table,
-                                pyplot, resolve, run_ppo, write_json)
+                                figure, resolve, run_ppo, save_figure, write_json)
 from seam_lightning import SeamCallback
 
 
 def line_plot(path: Path, rows: list[dict], sft_mean: float, title: str) -> None:
     """Q_PM (with its 95% CI band) against the pruned fraction; π_SFT as a dashed line."""
-    plt = pyplot()
     xs = [r["fraction"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     ax.plot(xs, [r["q_pm"]["mean"] for r in rows], marker="o", label="PPO, SEAM-pruned D_rl")
     ax.fill_between(xs, [r["q_pm"]["low"] for r in rows], [r["q_pm"]["high"] for r in rows], alpha=0.2)
     ax.axhline(sft_mean, color="gray", linestyle="--", label="π_SFT (no PPO)")
     ax.set_xlabel("share of D_rl pruned (largest SEAM first)")
     ax.set_ylabel("Q_PM: gold-RM reward (95% CI)")
-    ax.set_title(title, fontsize=10)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title)
 
 
 def main() -> None:

@@ -22,16 +22,15 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from experiments.common import (add_common_args, contrast_source, ensure_gold_rm, markdown_table, pyplot, resolve,
-                                rl_records, seam_scores, write_json)
+from experiments.common import (add_common_args, contrast_source, ensure_gold_rm, figure, markdown_table, resolve,
+                                rl_records, save_figure, seam_scores, write_json)
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam
 
 
 def heatmap(path: Path, names: list[str], matrix: list[list[float]], title: str) -> None:
     """An annotated heatmap of the pairwise overlaps."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = figure(6.5, 5)
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)
@@ -39,10 +38,7 @@ def heatmap(path: Path, names: list[str], matrix: list[list[float]], title: str)
         for j, value in enumerate(row):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
     fig.colorbar(image, ax=ax, label="overlap |A∩B| / |A|")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title)
 
 
 def main() -> None:

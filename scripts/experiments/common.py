@@ -241,28 +241,33 @@ def ci_text(ci: dict[str, float]) -> str:
     return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed)."""
+def figure(width: float = 6, height: float = 4):
+    """A new (figure, axes) from matplotlib on the Agg backend (no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    return plt
+    return plt.subplots(figsize=(width, height))
+
+
+def save_figure(fig, ax, path: str | Path, title: str) -> Path:
+    """Title the axes, write the figure to ``path`` as a PNG and free it."""
+    import matplotlib.pyplot as plt
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
 
 
 def bar_plot(path: str | Path, labels: list[str], cis: list[dict[str, float]], title: str, ylabel: str,
              reference: float | None = None, reference_label: str = "") -> Path:
     """Bars of means with 95% CI error bars (and an optional horizontal reference line)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     means = [c["mean"] for c in cis]
     errors = [[c["mean"] - c["low"] for c in cis], [c["high"] - c["mean"] for c in cis]]
     ax.bar(labels, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.8)
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
         ax.legend()
-    ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, ax, path, title)
