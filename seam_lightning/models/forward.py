@@ -1,9 +1,20 @@
 """Forward passes that are correct under any padding: rewards and response-token log-probs.
 
 Every pass derives position ids from the attention mask, so a sequence gets the
-same positions whether it is left-padded, right-padded or alone; and the reward
-is read at the last *real* token, found from the mask, never from pad-token ids
-(which breaks when pad == EOS, as in many chat models).
+same positions whether it is left-padded, right-padded or alone.
+
+Two rules keep these passes equal to what the model gives in plain `transformers`:
+
+- Logits come from :func:`output_logits`: the output head *and* whatever the family
+  does after it (Gemma-2/3 soft-capping, Cohere's ``logit_scale``, Granite's
+  ``logits_scaling``). :func:`check_output_logits` compares it with the model's own
+  forward when a model is loaded, so a family with a transform not known here fails
+  loudly instead of training on other log-probs.
+- The reward is read where ``AutoModelForSequenceClassification`` reads it: at the
+  last real token whose id is not the pad id (:func:`reward_token_index`). With
+  pad == EOS, as in many chat models, that is the token before the final EOS; an
+  exported reward model therefore scores the same in TRL, pipelines or RewardBench
+  as in training.
 """
 
 from __future__ import annotations
@@ -29,6 +40,83 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.long()).argmax(-1)
 
 
+def readable_tokens(input_ids: Tensor, attention_mask: Tensor, pad_token_id: int | None) -> Tensor:
+    """Bool [B, T]: the real tokens a reward may be read at (those whose id is not the pad id)."""
+    real = attention_mask.bool()
+    return real if pad_token_id is None else real & (input_ids != pad_token_id)
+
+
+def reward_token_index(input_ids: Tensor, attention_mask: Tensor, pad_token_id: int | None) -> Tensor:
+    """Index of the token whose state the reward head reads: the last real token that is not a pad id.
+
+    This is ``AutoModelForSequenceClassification``'s rule (the rightmost non-pad token),
+    restricted to real tokens so that a row padded with any id gives the same index.
+    A row made of pad ids only falls back to its last real token.
+    """
+    readable = readable_tokens(input_ids, attention_mask, pad_token_id)
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+    index = (positions * readable.long()).argmax(-1)
+    return torch.where(readable.any(-1), index, last_token_index(attention_mask))
+
+
+def output_logits(model: nn.Module, hidden: Tensor) -> Tensor:
+    """The model's logits from final hidden states [..., H]: its output head and the family's post-processing.
+
+    Families transform the head's output in their own ``forward``: Gemma-2/3
+    soft-cap (cap · tanh(logits / cap)), Cohere multiplies by ``logit_scale``,
+    Granite divides by ``logits_scaling``. Computing them here lets callers run the
+    head on the positions they need only (no [B, T, V] tensor) and still get what
+    ``model(...).logits`` gives. :func:`check_output_logits` guards the list.
+    """
+    inner = unwrap(model)
+    logits = inner.get_output_embeddings()(hidden)
+    config = inner.config
+    # Cohere keeps the scale on the module, Granite on the config; both read the config value.
+    scale = getattr(config, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    divisor = getattr(config, "logits_scaling", None)
+    if isinstance(divisor, (int, float)) and divisor != 1:
+        logits = logits / divisor
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@torch.no_grad()
+def check_output_logits(model: nn.Module, n_tokens: int = 6) -> None:
+    """Raise if :func:`output_logits` disagrees with the model's own forward on a short input.
+
+    Runs once when a policy is loaded (a few tokens, negligible next to loading), so a
+    family whose forward transforms the logits in a way not handled here is refused
+    with its name rather than trained on other log-probs. Skipped for weights not yet
+    materialised (meta device).
+    """
+    inner = unwrap(model)
+    parameter = next(inner.parameters())
+    if parameter.device.type == "meta":
+        return
+    vocab = inner.get_output_embeddings().weight.shape[0]
+    ids = torch.arange(1, n_tokens + 1, device=parameter.device).remainder(vocab).unsqueeze(0)
+    mask = torch.ones_like(ids)
+    was_training = inner.training
+    inner.eval()
+    try:
+        expected = inner(input_ids=ids, attention_mask=mask).logits.float()
+        ours = output_logits(inner, hidden_states(inner, ids, mask)).float()
+    finally:
+        inner.train(was_training)
+    tolerance = 1e-3 if parameter.dtype == torch.float32 else 5e-2
+    error = (ours - expected).abs().max().item()
+    if not error <= tolerance * max(1.0, expected.abs().max().item()):
+        raise NotImplementedError(
+            f"{type(inner).__name__} (model_type {inner.config.model_type!r}): its forward post-processes the "
+            f"logits in a way seam_lightning does not reproduce (max difference {error:.3g}); log-probs would be "
+            "wrong. Add the transform to seam_lightning.models.forward.output_logits."
+        )
+
+
 def hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Last hidden states [B, T, H] of the model's transformer body (no LM or score head)."""
     inner = unwrap(model)
@@ -37,14 +125,20 @@ def hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -
     return out.last_hidden_state
 
 
-def sequence_rewards(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Scalar reward per sequence [B]: the score head applied at the last real token."""
-    hidden = hidden_states(model, input_ids, attention_mask)
-    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+def score_head(model: nn.Module) -> nn.Module:
+    """The scalar head of a reward/value model."""
     head = getattr(unwrap(model), "score", None)
     if head is None:
         raise TypeError(f"{type(unwrap(model)).__name__} has no `score` head; load it with load_reward_model")
-    return head(last).squeeze(-1).float()
+    return head
+
+
+def sequence_rewards(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Scalar reward per sequence [B]: the score head at :func:`reward_token_index`."""
+    hidden = hidden_states(model, input_ids, attention_mask)
+    index = reward_token_index(input_ids, attention_mask, unwrap(model).config.pad_token_id)
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+    return score_head(model)(last).squeeze(-1).float()
 
 
 def response_token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -58,8 +152,7 @@ def response_token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask:
     hidden = hidden_states(model, input_ids, attention_mask)
     targets = labels[:, 1:]
     rows, cols = (targets != -100).nonzero(as_tuple=True)
-    head = unwrap(model).get_output_embeddings()
-    logits = head(hidden[rows, cols]).float()
+    logits = output_logits(model, hidden[rows, cols]).float()
     logprobs = logits.log_softmax(-1).gather(-1, targets[rows, cols].unsqueeze(-1)).squeeze(-1)
     return logprobs, rows
 
@@ -77,7 +170,7 @@ def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     so the output head runs on the T − start positions that predict them and no others.
     """
     hidden = hidden_states(model, input_ids, attention_mask)
-    return unwrap(model).get_output_embeddings()(hidden[:, start - 1 : -1]).float()
+    return output_logits(model, hidden[:, start - 1 : -1]).float()
 
 
 def logprobs_of(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -92,7 +185,4 @@ def response_values(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     position before it), so V_0 values the prompt alone, as in the RLHF literature.
     """
     hidden = hidden_states(model, input_ids, attention_mask)
-    head = getattr(unwrap(model), "score", None)
-    if head is None:
-        raise TypeError(f"{type(unwrap(model)).__name__} has no `score` head; load it with load_reward_model")
-    return head(hidden[:, start - 1 : -1]).squeeze(-1).float()
+    return score_head(model)(hidden[:, start - 1 : -1]).squeeze(-1).float()

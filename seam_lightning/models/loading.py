@@ -9,7 +9,6 @@ A folder holding only a LoRA adapter is loaded onto the base model its
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -20,20 +19,26 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import Tensor
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from seam_lightning.models.bundled import bundled_model_dir, is_bundled
+from seam_lightning.models.forward import check_output_logits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 Quantization = Literal["4bit", "8bit"]
+DType = Literal["float32", "bfloat16", "float16"]
+Attention = Literal["sdpa", "eager", "flash_attention_2"]
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -81,27 +86,58 @@ def load_policy(
     name: str,
     lora: LoRASettings | None = None,
     quantization: Quantization | None = None,
-    dtype: str = "float32",
+    dtype: DType = "float32",
+    attn_implementation: Attention = "sdpa",
+    gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
-    """A causal LM policy; with ``lora`` a trainable peft model whose base weights are frozen."""
-    model = _load_merged(AutoModelForCausalLM, name, quantization, dtype)
-    return _add_lora(model, lora, "CAUSAL_LM", quantization)
+    """A causal LM policy; with ``lora`` a trainable peft model whose base weights are frozen.
+
+    ``dtype`` is the weights' precision (not only autocast's); ``attn_implementation``
+    is passed to ``from_pretrained``; ``gradient_checkpointing`` recomputes block
+    activations in the backward pass instead of keeping them.
+    """
+    model = _load_merged(AutoModelForCausalLM, name, quantization, dtype, attn_implementation)
+    check_output_logits(model)
+    return _add_lora(_checkpointing(model, gradient_checkpointing), lora, "CAUSAL_LM", quantization)
 
 
 def load_reward_model(
     name: str,
     lora: LoRASettings | None = None,
     quantization: Quantization | None = None,
-    dtype: str = "float32",
+    dtype: DType = "float32",
+    attn_implementation: Attention = "sdpa",
+    gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
     """A reward model: the backbone of ``name`` plus a scalar head (new if ``name`` is a policy).
 
     Initialising it from the SFT policy's folder gives the paper's RM initialisation.
-    With LoRA the head is trained in full alongside the adapters.
+    With LoRA the head is trained in full alongside the adapters. ``config.pad_token_id``
+    is set to the tokenizer's pad id, so plain ``AutoModelForSequenceClassification``
+    reads the reward at the same token as training does (see
+    :func:`seam_lightning.models.forward.reward_token_index`). Other arguments: see
+    :func:`load_policy`.
     """
-    model = _load_merged(AutoModelForSequenceClassification, name, quantization, dtype, num_labels=1)
-    model.config.pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else model.config.eos_token_id
-    return _add_lora(model, lora, "SEQ_CLS", quantization)
+    path = resolve_model_path(name)
+    base = resolve_model_path(_adapter_base(path)) if is_adapter_dir(path) else path
+    model_type = AutoConfig.from_pretrained(base).model_type
+    if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise ValueError(
+            f"{name}: transformers has no sequence-classification class for model type {model_type!r}, so it "
+            "cannot be a reward or value model here (nor be loaded as one by TRL or pipelines); "
+            "use a model of another family for the reward model"
+        )
+    model = _load_merged(AutoModelForSequenceClassification, name, quantization, dtype, attn_implementation,
+                         num_labels=1)
+    model.config.pad_token_id = load_tokenizer(name).pad_token_id
+    return _add_lora(_checkpointing(model, gradient_checkpointing), lora, "SEQ_CLS", quantization)
+
+
+def _checkpointing(model: PreTrainedModel, enabled: bool) -> PreTrainedModel:
+    if enabled:
+        # Non-reentrant checkpointing also works when only LoRA adapters need gradients.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def _adapter_base(path: str) -> str:
@@ -112,12 +148,16 @@ def _adapter_base(path: str) -> str:
     return base
 
 
-def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: str, **kwargs) -> PreTrainedModel:
+def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: str, attn_implementation: str,
+                 **kwargs) -> PreTrainedModel:
     path = resolve_model_path(name)
     adapter = None
     if is_adapter_dir(path):
         adapter, path = path, resolve_model_path(_adapter_base(path))
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
     kwargs["dtype"] = getattr(torch, dtype)
+    kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, kwargs["dtype"])
         kwargs["device_map"] = {"": _quantized_device()}
@@ -201,6 +241,8 @@ def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     with LoRA it also holds the adapter alone in ``adapter/`` (``PeftModel.from_pretrained``
     onto the model this stage started from). Quantized models are exported as the adapter
     only, in the folder itself, since merging into 4-/8-bit weights loses precision.
+    The merged weights are computed layer by layer into CPU memory (:func:`merged_state_dict`):
+    the trained model is neither copied nor changed, so a GPU never holds the weights twice.
     The folder is written beside its final place and renamed, so a crash never leaves half of one.
     """
     from peft import PeftModel
@@ -213,8 +255,7 @@ def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             quantized = getattr(model.get_base_model(), "is_quantized", False)
             model.save_pretrained(tmp if quantized else tmp / "adapter")
             if not quantized:
-                # Merge a copy: the trained module keeps its adapters.
-                copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
+                model.get_base_model().save_pretrained(tmp, state_dict=merged_state_dict(model))
         else:
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -227,3 +268,29 @@ def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def merged_state_dict(model) -> dict[str, Tensor]:
+    """The plain state dict of a LoRA peft model with its active adapter merged, on the CPU.
+
+    Each adapted weight becomes W + ΔW, added in float32 and rounded once to W's dtype
+    (peft's in-place merge and unmerge would round the frozen base twice); head copies
+    trained in full (``modules_to_save``) replace their originals; adapter weights are
+    dropped. Keys are those of the model without peft, so ``from_pretrained`` loads it.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    adapter = model.active_adapter
+    base = model.get_base_model()
+    adapted = {f"{name}.base_layer.weight": module for name, module in base.named_modules()
+               if isinstance(module, LoraLayer) and (adapter in module.lora_A or adapter in module.lora_embedding_A)}
+    merged = {}
+    for key, value in base.state_dict().items():
+        parts = key.split(".")
+        if any(part.startswith("lora_") for part in parts) or "original_module" in parts:
+            continue
+        if key in adapted:
+            delta = adapted[key].get_delta_weight(adapter)
+            value = (value.float() + delta.float()).to(value.dtype)
+        merged[key.replace(".base_layer.", ".").replace(f".modules_to_save.{adapter}.", ".")] = value.detach().cpu()
+    return merged

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from seam_lightning.models.forward import position_ids_from_mask, unwrap
+from seam_lightning.models.forward import output_logits, position_ids_from_mask, readable_tokens, reward_token_index, score_head, unwrap
 
 
 def supports_prefix_sharing(model: nn.Module) -> bool:
@@ -95,13 +95,12 @@ def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Ten
     The first token is predicted by the prompt's last state, token t > 0 by the
     continuation's state t − 1; the output head runs on those positions only.
     """
-    head = unwrap(model).get_output_embeddings()
     hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
-    first = head(prompts.last_hidden.index_select(0, rows)).float().log_softmax(-1)
+    first = output_logits(model, prompts.last_hidden.index_select(0, rows)).float().log_softmax(-1)
     sums = first.gather(-1, input_ids[:, :1]).squeeze(-1) * attention_mask[:, 0]
     r, t = attention_mask[:, 1:].nonzero(as_tuple=True)
     if len(r):
-        logits = head(hidden[r, t]).float()
+        logits = output_logits(model, hidden[r, t]).float()
         token_logprobs = logits.log_softmax(-1).gather(-1, input_ids[r, t + 1].unsqueeze(-1)).squeeze(-1)
         sums = sums.index_add(0, r, token_logprobs)
     return sums
@@ -109,12 +108,18 @@ def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Ten
 
 def continuation_rewards(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
                          attention_mask: Tensor) -> Tensor:
-    """Reward [R] of prompt∘continuation: the score head at the continuation's last real token."""
+    """Reward [R] of prompt∘continuation, read where a full forward reads it (:func:`reward_token_index`).
+
+    That is the continuation's last real non-pad token; a continuation made of pad ids
+    only (e.g. a lone EOS when pad == EOS) is read at the prompt's last token, as the
+    full sequence would be.
+    """
     if (attention_mask.sum(-1) == 0).any():
         raise ValueError("continuation_rewards: every continuation needs at least one token")
     hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
-    last = hidden[torch.arange(len(rows), device=hidden.device), attention_mask.sum(-1) - 1]
-    head = getattr(unwrap(model), "score", None)
-    if head is None:
-        raise TypeError(f"{type(unwrap(model)).__name__} has no `score` head; load it with load_reward_model")
-    return head(last).squeeze(-1).float()
+    pad_token_id = unwrap(model).config.pad_token_id
+    index = reward_token_index(input_ids, attention_mask, pad_token_id)
+    readable = readable_tokens(input_ids, attention_mask, pad_token_id)
+    states = torch.where(readable.any(-1, keepdim=True), hidden[torch.arange(len(rows), device=hidden.device), index],
+                         prompts.last_hidden.index_select(0, rows))
+    return score_head(model)(states).squeeze(-1).float()

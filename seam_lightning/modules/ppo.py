@@ -24,7 +24,16 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
-from seam_lightning.models.loading import LoRASettings, Quantization, export_pretrained, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.models.loading import (
+    Attention,
+    DType,
+    LoRASettings,
+    Quantization,
+    export_pretrained,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+)
 from seam_lightning.modules.base import drop_frozen_parameters, global_token_mean
 from seam_lightning.rl.functional import (
     KLEstimator,
@@ -90,6 +99,11 @@ class PPOModule(LightningModule):
             adapters disabled (no second copy); with ``None`` a frozen copy is loaded.
         value_lora: LoRA of the value model (its score head is always trained in full).
         quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
+        dtype: precision of every model's weights (``float32``, ``bfloat16``, ``float16``).
+        attn_implementation: ``sdpa`` (default), ``eager``, or ``flash_attention_2`` where installed.
+        gradient_checkpointing: recompute the policy's and the value model's block activations in
+            the backward pass. The models then run in train mode with every dropout set to 0
+            (checkpointing is active in train mode only), which keeps π/π_old exactly 1 at the start.
         sampling: response sampling (max new tokens, temperature, top-k, top-p).
         learning_rate: policy AdamW learning rate (paper: 1.4e-5).
         value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
@@ -132,6 +146,9 @@ class PPOModule(LightningModule):
         lora: LoRASettings | None = NO_DROPOUT,
         value_lora: LoRASettings | None = NO_DROPOUT,
         quantization: Quantization | None = None,
+        dtype: DType = "float32",
+        attn_implementation: Attention = "sdpa",
+        gradient_checkpointing: bool = False,
         sampling: SamplingSettings = SamplingSettings(),
         learning_rate: float = 1.4e-5,
         value_learning_rate: float | None = None,
@@ -172,17 +189,22 @@ class PPOModule(LightningModule):
         self.strict_loading = False
 
         self.tokenizer = load_tokenizer(policy)
-        self.policy = load_policy(policy, lora=lora, quantization=quantization)
+        frozen = dict(quantization=quantization, dtype=dtype, attn_implementation=attn_implementation)
+        trained = dict(frozen, gradient_checkpointing=gradient_checkpointing)
+        self.policy = load_policy(policy, lora=lora, **trained)
         # With LoRA, π_ref is the policy with its adapters switched off (see `reference`).
-        self.reference_policy = None if lora is not None else _frozen(load_policy(policy, quantization=quantization))
+        self.reference_policy = None if lora is not None else _frozen(load_policy(policy, **frozen))
         self.reward_fn = reward_fn
         self.reward_model = None
         if reward_model is not None:
             _check_same_tokenizer(self.tokenizer, reward_model)
-            self.reward_model = _frozen(load_reward_model(reward_model, quantization=quantization))
+            self.reward_model = _frozen(load_reward_model(reward_model, **frozen))
         value_source = value_model or reward_model or policy
         _check_same_tokenizer(self.tokenizer, value_source)
-        self.value_model = load_reward_model(value_source, lora=value_lora, quantization=quantization)
+        self.value_model = load_reward_model(value_source, lora=value_lora, **trained)
+        if gradient_checkpointing:
+            disable_dropout(self.policy)
+            disable_dropout(self.value_model)
 
         self.sampling = sampling
         self.export_dir = export_dir
@@ -221,8 +243,9 @@ class PPOModule(LightningModule):
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
         # No dropout anywhere: the ratio π/π_old must be exactly 1 before the first update.
-        self.policy.eval()
-        self.value_model.eval()
+        # Gradient checkpointing acts in train mode only; its models have no dropout left.
+        self.policy.train(self.hparams.gradient_checkpointing)
+        self.value_model.train(self.hparams.gradient_checkpointing)
 
         started = time.perf_counter()
         rollout = self.rollout(batch)
@@ -326,7 +349,15 @@ class PPOModule(LightningModule):
                 if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
                     for optimizer in (policy_opt, value_opt):
                         if hp.max_grad_norm is not None:
-                            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                            # Under fp16 AMP the gradients are still multiplied by the GradScaler's
+                            # scale here: Lightning unscales them only inside `optimizer.step()`, and
+                            # unscaling them now would make that step's `unscale_` raise. Clipping the
+                            # scaled norm at max_grad_norm × scale is clipping the true norm at
+                            # max_grad_norm, with the scale the step will divide by.
+                            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+                            scale = scaler.get_scale() if scaler is not None else 1.0
+                            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm * scale,
+                                                gradient_clip_algorithm="norm")
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
@@ -470,6 +501,16 @@ class PPOModule(LightningModule):
         if self.export_dir and self.trainer.is_global_zero:
             path = export_pretrained(self.policy, self.tokenizer, self.export_dir)
             rank_zero_info(f"[PPOModule] exported the trained policy to {path.resolve()}")
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability of ``model`` to 0: modules and attention-dropout attributes."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def _frozen(model: nn.Module) -> nn.Module:

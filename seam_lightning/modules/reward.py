@@ -8,7 +8,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import sequence_rewards
-from seam_lightning.models.loading import LoRASettings, Quantization, load_reward_model, load_tokenizer
+from seam_lightning.models.loading import Attention, DType, LoRASettings, Quantization, load_reward_model, load_tokenizer
 from seam_lightning.modules.base import HFModule
 from seam_lightning.modules.losses import pairwise_ranking_loss, preference_correct
 
@@ -21,6 +21,11 @@ class RewardModule(HFModule):
             hub name / folder / ``bundled:<Name>``. A policy gets a new scalar head.
         lora: LoRA settings (None trains every weight); the head is always trained in full.
         quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
+        dtype: precision of the weights (``float32``, ``bfloat16``, ``float16``); with LoRA the
+            frozen base is held at this precision, which is what halves memory (``precision``
+            of the Trainer only sets autocast).
+        attn_implementation: ``sdpa`` (default), ``eager``, or ``flash_attention_2`` where installed.
+        gradient_checkpointing: recompute block activations in the backward pass (less memory, ~30% slower).
         learning_rate: AdamW learning rate (paper: 2e-5).
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps.
@@ -34,6 +39,9 @@ class RewardModule(HFModule):
         model: str = "runs/sft/export",
         lora: LoRASettings | None = LoRASettings(),
         quantization: Quantization | None = None,
+        dtype: DType = "float32",
+        attn_implementation: Attention = "sdpa",
+        gradient_checkpointing: bool = False,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 10,
@@ -42,7 +50,8 @@ class RewardModule(HFModule):
         super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(model)
-        self.model = load_reward_model(model, lora=lora, quantization=quantization).train()
+        self.model = load_reward_model(model, lora=lora, quantization=quantization, dtype=dtype,
+                                       attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing).train()
         self.val_accuracy = MeanMetric()
         self.val_loss = MeanMetric()
 

@@ -16,6 +16,21 @@ from torch import Tensor
 KLEstimator = Literal["k1", "k2", "k3"]
 
 
+def _in_float(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """``tensors`` cast to one floating dtype of at least float32 (float64 is kept), for the PPO math.
+
+    Integer or bool inputs (e.g. integer rewards) would otherwise truncate every
+    intermediate (``zeros_like`` of an int tensor is int, an int clamped to ±0.2 is 0),
+    and half/bfloat16 lose the small differences GAE, whitening and the losses are made
+    of. The cast is differentiable and does not copy a tensor already in that dtype.
+    """
+    dtype = torch.float32
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            dtype = torch.promote_types(dtype, tensor.dtype)
+    return tuple(tensor.to(dtype) for tensor in tensors)
+
+
 def masked_sum(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Sum of ``values`` where ``mask`` is 1 (NaN in masked slots does not leak)."""
     values = values.masked_fill(mask == 0, 0.0)
@@ -35,6 +50,7 @@ def masked_moments(values: Tensor, mask: Tensor, unbiased: bool = True,
     ``all_sum`` sums a tensor across processes (e.g. DDP ranks); the moments are then
     those of every rank's entries together, as if one process held them all.
     """
+    (values,) = _in_float(values)
     all_sum = all_sum or (lambda x: x)
     n = all_sum(mask.sum().to(values.dtype))
     mean = all_sum(masked_sum(values, mask)) / n.clamp(min=1)
@@ -56,6 +72,7 @@ def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: fl
     With ``shift_mean=False`` the mean is added back (scale only), as for rewards
     whose sign carries meaning. ``all_sum``: see :func:`masked_moments`.
     """
+    (values,) = _in_float(values)
     mean, var = masked_moments(values, mask, all_sum=all_sum)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
@@ -70,6 +87,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = 
     k1 = −log r (unbiased, can be negative), k2 = ½ (log r)² (low variance, biased),
     k3 = (r − 1) − log r (unbiased and never negative).
     """
+    logprobs, ref_logprobs = _in_float(logprobs, ref_logprobs)
     log_ratio = ref_logprobs - logprobs
     if estimator == "k1":
         return -log_ratio
@@ -89,11 +107,12 @@ def token_rewards(scores: Tensor, kl: Tensor, kl_coef: float, mask: Tensor) -> T
         kl_coef: β.
         mask: response mask [B, T]; every row must have at least one real token.
     """
+    scores, kl = _in_float(scores, kl)
     rewards = (-kl_coef * kl).masked_fill(mask == 0, 0.0)
     last = mask.sum(-1).long() - 1
     if (last < 0).any():
         raise ValueError("token_rewards: a response has no tokens; its score has nowhere to go")
-    rewards[torch.arange(len(scores), device=scores.device), last] += scores.to(rewards.dtype)
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores
     return rewards
 
 
@@ -104,6 +123,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     the last real token. Returns ``(advantages, returns)`` with returns = A + V, both
     zero where ``mask`` is 0.
     """
+    rewards, values = _in_float(rewards, values)
     rewards = rewards.masked_fill(mask == 0, 0.0)
     values = values.masked_fill(mask == 0, 0.0)
     advantages = torch.zeros_like(rewards)
@@ -125,8 +145,11 @@ def policy_loss(
 
     L = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε)), ρ_t = π(y_t)/π_old(y_t).
     Returns ``(loss, clip_fraction, approx_kl)``; approx-KL is the k3 estimate of
-    KL(π_old ‖ π) on the batch, the usual early-warning signal of a too-large update.
+    KL(π_old ‖ π) on the batch, the usual early-warning signal of a too-large update:
+    the tokens were sampled from π_old, so with ρ = π/π_old it is mean_t (ρ_t − 1) − log ρ_t
+    (unbiased for KL(π_old ‖ π) and never negative).
     """
+    logprobs, old_logprobs, advantages = _in_float(logprobs, old_logprobs, advantages)
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
@@ -134,7 +157,7 @@ def policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = masked_mean(torch.expm1(-log_ratio) + log_ratio, mask)
+        approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
     return loss, clip_fraction, approx_kl
 
 
@@ -145,9 +168,10 @@ def value_loss(
 
     ``clip_range=None`` gives the plain squared error. Returns ``(loss, clip_fraction)``.
     """
+    values, old_values, returns = _in_float(values, old_values, returns)
     unclipped = (values - returns) ** 2
     if clip_range is None:
-        return 0.5 * masked_mean(unclipped, mask), torch.zeros((), device=values.device)
+        return 0.5 * masked_mean(unclipped, mask), values.new_zeros(())
     clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
     clipped = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)

@@ -109,6 +109,10 @@ def sample_responses(
 
     With ``seeds`` (one per prompt) each response is drawn from its own random stream
     (:class:`SeededGumbelSampling`); without, from the global torch random stream.
+    Only ``settings`` decide how tokens are chosen: the checkpoint's own
+    ``generation_config`` (instruct exports ship do_sample, temperature, top_p,
+    repetition_penalty) is not merged in, so PPO's log-probs are taken under the
+    distribution the samples came from and greedy decoding is greedy.
     """
     processors = None
     if seeds is not None and not greedy:
@@ -116,14 +120,21 @@ def sample_responses(
             raise ValueError(f"sample_responses: {len(seeds)} seeds for {len(input_ids)} prompts")
         processors = LogitsProcessorList([SeededGumbelSampling(list(seeds), settings)])
     sample = not greedy and processors is None
+    # Every setting that changes which token is chosen is given explicitly, and
+    # use_model_defaults=False stops transformers from replacing our values that equal
+    # its global defaults (top_k=50 among them) with the checkpoint's.
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, do_sample=sample,
         temperature=settings.temperature if sample else None,
         top_k=settings.top_k if sample else None, top_p=settings.top_p if sample else None,
+        min_p=None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+        repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_repetition_penalty=1.0, bad_words_ids=None,
+        min_length=0, min_new_tokens=None, num_beams=1, suppress_tokens=None, begin_suppress_tokens=None,
+        forced_bos_token_id=None, forced_eos_token_id=None, sequence_bias=None, guidance_scale=None,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id,
     )
     sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                logits_processor=processors)
+                                logits_processor=processors, use_model_defaults=False)
     start = input_ids.shape[1]
     response = sequences[:, start:]
     is_eos = response == eos_token_id

@@ -24,6 +24,7 @@ import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from torchmetrics import MeanMetric
 
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
-from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
+from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.rl.generation import mix_seed
 from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.progress import ScoringProgress, example_key, model_fingerprint, run_fingerprint
@@ -68,6 +69,10 @@ class SeamCallback(Callback):
             ``"current"`` (the policy being trained; the online variant).
         reference_policy: path/name of π_SFT, when the module does not expose ``reference_policy``.
         reward_model: path/name of the RM, when the module does not expose ``reward_model``.
+        dtype: weight precision of the models this callback loads itself (``reference_policy``,
+            ``reward_model``): ``float32``, ``bfloat16`` or ``float16``.
+        attn_implementation: attention of the models this callback loads (``sdpa``, ``eager``,
+            ``flash_attention_2``).
         scores_path: write every scoring (id, instruction, SEAM, per-candidate terms) here;
             ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name becomes the epoch that trains on
             this selection (0 for the scoring at fit start).
@@ -97,6 +102,8 @@ class SeamCallback(Callback):
         policy: Literal["reference", "current"] = "reference",
         reference_policy: str | None = None,
         reward_model: str | None = None,
+        dtype: DType = "float32",
+        attn_implementation: Attention = "sdpa",
         scores_path: str | None = None,
         token_budget: int | None = None,
         progress: bool = True,
@@ -137,6 +144,8 @@ class SeamCallback(Callback):
         self.policy = policy
         self.reference_policy = reference_policy
         self.reward_model = reward_model
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
         self.scores_path = scores_path
         self.token_budget = token_budget
         self.progress = progress
@@ -387,7 +396,8 @@ class SeamCallback(Callback):
                 raise ValueError(f"SeamCallback(policy='current'): {type(pl_module).__name__} exposes no `policy`")
             yield model
         elif self.reference_policy is not None:
-            yield self._load("policy", load_policy, self.reference_policy, pl_module)
+            yield self._load("policy", partial(load_policy, dtype=self.dtype, attn_implementation=self.attn_implementation),
+                             self.reference_policy, pl_module)
         elif callable(getattr(pl_module, "reference", None)):
             with pl_module.reference() as model:
                 yield model
@@ -399,7 +409,9 @@ class SeamCallback(Callback):
 
     def _reward_model(self, pl_module: LightningModule) -> torch.nn.Module:
         if self.reward_model is not None:
-            return self._load("reward", load_reward_model, self.reward_model, pl_module)
+            return self._load("reward", partial(load_reward_model, dtype=self.dtype,
+                                                attn_implementation=self.attn_implementation),
+                              self.reward_model, pl_module)
         model = getattr(pl_module, "reward_model", None)
         if model is None and getattr(pl_module, "data_stage", None) == "preference":
             model = pl_module.model

@@ -1,10 +1,12 @@
 import json
+import math
 
 import pytest
 import torch
 from doubles import ListSource
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 
 from seam_lightning import DataSource, LoRASettings, RLHFDataModule, SeamCallback
 from seam_lightning.models.forward import logprobs_of, response_logits
@@ -208,3 +210,57 @@ def test_a_nan_reward_stops_the_step_and_names_the_example(tiny_model_dir, rl_fi
         _trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=data)
     # Nothing was updated with it.
     assert all(torch.equal(v, module.policy.state_dict()[k]) for k, v in before.items())
+
+
+def _grad_norm(params) -> float:
+    """The L2 norm of all the gradients of ``params`` together, by a plain sum of squares."""
+    return math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params if p.grad is not None))
+
+
+class GradNorms(Callback):
+    """Each optimizer's gradient norm after the backward (as if unscaled) and as its step applies it.
+
+    ``on_after_backward`` sees the gradients still multiplied by the GradScaler's scale, so it
+    divides by that scale; ``on_before_optimizer_step`` comes after Lightning's own unscale,
+    right before the update, so it sees the gradients the optimizer uses.
+    """
+
+    def __init__(self):
+        self.unclipped: list[float] = []
+        self.applied: list[float] = []
+
+    def on_after_backward(self, trainer, pl_module):
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scale = scaler.get_scale() if scaler is not None else 1.0
+        for optimizer in trainer.optimizers:
+            self.unclipped.append(_grad_norm(_params(optimizer)) / scale)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.applied.append(_grad_norm(_params(optimizer)))
+
+
+def _params(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["32-true", "16-mixed-grad-scaler"])
+def test_gradients_are_clipped_to_max_grad_norm_after_the_loss_scale_is_removed(tiny_model_dir, rl_file, tmp_path,
+                                                                               amp):
+    # Lightning turns Trainer(precision="16-mixed") on CPU into bf16-mixed, which has no GradScaler;
+    # the plugin given explicitly keeps fp16 autocast and a real GradScaler, as on a GPU.
+    scale = 2.0**6
+    plugins = [MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale))] if amp else []
+    max_grad_norm = 1e-4  # far below the tiny models' gradient norms, so every update is clipped
+    seed_everything(0)
+    module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=None, value_lora=None,
+                       sampling=SamplingSettings(max_new_tokens=4), ppo_epochs=2, mini_batch_size=4,
+                       max_grad_norm=max_grad_norm, max_ppo_steps=1, evaluate_at_start=False)
+    norms = GradNorms()
+    _trainer(tmp_path, [norms], plugins=plugins, enable_checkpointing=False, limit_val_batches=0).fit(
+        module, datamodule=_datamodule(rl_file, batch_size=4, val=False))
+
+    assert len(norms.applied) == len(norms.unclipped) == 2 * 2  # (policy, value) × ppo_epochs
+    if amp:  # no overflow skipped a step or changed the scale mid-run
+        assert module.trainer.precision_plugin.scaler.get_scale() == scale
+    assert all(n > 10 * max_grad_norm for n in norms.unclipped), norms.unclipped
+    assert norms.applied == pytest.approx([max_grad_norm] * 4, rel=1e-3), norms.applied

@@ -206,8 +206,8 @@ def test_policy_loss_clips_large_ratio_with_positive_advantage():
     # token 0: max(−2·1.5, −2·1.2) = −2.4 (clipped); token 1: −1
     torch.testing.assert_close(loss, torch.tensor(-1.7))
     torch.testing.assert_close(clip_fraction, torch.tensor(0.5))
-    # k3 of KL(old ‖ new): token 0: (1/1.5 − 1) + log 1.5 = 0.07213225; token 1: 0
-    torch.testing.assert_close(approx_kl, torch.tensor(0.07213225 / 2))
+    # k3 of KL(old ‖ new) with r = π/π_old: token 0: (1.5 − 1) − log 1.5 = 0.09453489; token 1: 0
+    torch.testing.assert_close(approx_kl, torch.tensor(0.09453489 / 2))
     loss.backward()
     # clipped token gets no gradient; token 1: d/dlogp (−A·ρ)/2 = −1·1/2
     torch.testing.assert_close(logprobs.grad, torch.tensor([[0.0, -0.5]]))
@@ -247,6 +247,33 @@ def test_policy_loss_ignores_masked_tokens():
     torch.testing.assert_close(loss, torch.tensor(-3.0))
     torch.testing.assert_close(clip_fraction, torch.tensor(0.0))
     torch.testing.assert_close(approx_kl, torch.tensor(0.0))
+
+
+def test_policy_loss_approx_kl_is_k3_of_the_new_over_old_probability_ratio():
+    p_old = [0.5, 0.2, 0.1, 0.4]
+    p_new = [0.25, 0.3, 0.1, 0.9]
+    mask = [1, 1, 1, 0]
+    # k3 = (r − 1) − log r with r = p_new / p_old, averaged by hand over the real tokens:
+    # r = [0.5, 1.5, 1.0] → [−0.5 + log 2, 0.5 − log 1.5, 0]
+    k3 = [(n / o - 1.0) - math.log(n / o) for o, n, m in zip(p_old, p_new, mask) if m]
+    expected = sum(k3) / len(k3)
+    assert expected == pytest.approx((math.log(2.0) - 0.5 + 0.5 - math.log(1.5)) / 3)
+    _, _, approx_kl = policy_loss(torch.tensor([p_new]).log(), torch.tensor([p_old]).log(), torch.ones(1, 4),
+                                  torch.tensor([mask]), 0.2)
+    torch.testing.assert_close(approx_kl, torch.tensor(expected))
+
+
+def test_policy_loss_approx_kl_averages_to_kl_old_to_new_over_tokens_drawn_from_old():
+    # Ten tokens drawn from π_old in exact proportion (7, 2, 1 of three outcomes): the token mean of
+    # an unbiased estimate of KL(π_old ‖ π) is then that KL exactly, Σ_x π_old(x) log(π_old(x) / π(x)).
+    p_old = [0.7, 0.2, 0.1]
+    p_new = [0.4, 0.4, 0.2]
+    draws = [0] * 7 + [1] * 2 + [2]
+    kl_old_new = sum(o * math.log(o / n) for o, n in zip(p_old, p_new))
+    old_logprobs = torch.tensor([[math.log(p_old[x]) for x in draws]])
+    logprobs = torch.tensor([[math.log(p_new[x]) for x in draws]])
+    _, _, approx_kl = policy_loss(logprobs, old_logprobs, torch.ones(1, 10), torch.ones(1, 10), 0.2)
+    torch.testing.assert_close(approx_kl, torch.tensor(kl_old_new))
 
 
 # --- value loss --------------------------------------------------------------
@@ -298,3 +325,99 @@ def test_entropy_of_two_equal_logits_is_log_two_in_float32_from_bf16():
     out = entropy_from_logits(torch.tensor([[3.0, 3.0]], dtype=torch.bfloat16))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, torch.tensor([0.69314718]))
+
+
+# --- inputs of any dtype: the math runs in floating point, at least float32 ----
+
+# γ = λ = ½ keeps every intermediate a binary fraction, exact in every float dtype.
+GAE_REWARDS = [[0, 0, 1], [1, 2, 5]]
+GAE_VALUES = [[1, 0, 2], [0, 1, 9]]
+GAE_MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+# row 0: δ = [0 + ½·0 − 1, 0 + ½·2 − 0, 1 − 2] = [−1, 1, −1] and γλ = ¼:
+#        A2 = −1, A1 = 1 + ¼·(−1) = 0.75, A0 = −1 + ¼·0.75 = −0.8125; G = A + V = [0.1875, 0.75, 1]
+# row 1: δ1 = 2 − 1 = 1 (nothing after the last real token), δ0 = 1 + ½·1 − 0 = 1.5;
+#        A1 = 1, A0 = 1.5 + ¼·1 = 1.75; G = [1.75, 2, 0]
+GAE_ADVANTAGES = [[-0.8125, 0.75, -1.0], [1.75, 1.0, 0.0]]
+GAE_RETURNS = [[0.1875, 0.75, 1.0], [1.75, 2.0, 0.0]]
+
+
+@pytest.mark.parametrize(("dtype", "computed_in"), [
+    (torch.int64, torch.float32), (torch.int32, torch.float32), (torch.uint8, torch.float32),
+    (torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+    (torch.float32, torch.float32), (torch.float64, torch.float64),
+])
+def test_gae_of_any_input_dtype_computes_in_float(dtype, computed_in):
+    rewards = torch.tensor(GAE_REWARDS, dtype=dtype)
+    values = torch.tensor(GAE_VALUES, dtype=dtype)
+    advantages, returns = gae(rewards, values, GAE_MASK, gamma=0.5, lam=0.5)
+    assert advantages.dtype == returns.dtype == computed_in
+    torch.testing.assert_close(advantages, torch.tensor(GAE_ADVANTAGES, dtype=computed_in))
+    torch.testing.assert_close(returns, torch.tensor(GAE_RETURNS, dtype=computed_in))
+
+
+def test_gae_of_integer_rewards_equals_gae_of_the_same_rewards_as_float():
+    rewards = torch.tensor(GAE_REWARDS)
+    values = torch.tensor(GAE_VALUES, dtype=torch.float32)
+    from_int = gae(rewards, values, GAE_MASK, gamma=0.5, lam=0.5)
+    from_float = gae(rewards.float(), values, GAE_MASK, gamma=0.5, lam=0.5)
+    torch.testing.assert_close(from_int, from_float)
+    torch.testing.assert_close(from_int[0], torch.tensor(GAE_ADVANTAGES))
+
+
+def test_gae_of_a_bool_success_reward_and_float64_values_is_float64():
+    rewards = torch.tensor([[False, True]])
+    values = torch.zeros(1, 2, dtype=torch.float64)
+    advantages, returns = gae(rewards, values, torch.ones(1, 2), gamma=0.5, lam=1.0)
+    # A1 = 1, A0 = 0 + ½·0 − 0 + ½·1·1 = 0.5
+    torch.testing.assert_close(advantages, torch.tensor([[0.5, 1.0]], dtype=torch.float64))
+    torch.testing.assert_close(returns, torch.tensor([[0.5, 1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64])
+def test_masked_whiten_of_bool_or_integer_values(dtype):
+    values = torch.tensor([1, 0, 1, 1, 1], dtype=dtype)
+    mask = torch.tensor([1, 1, 1, 1, 0])
+    # mean ¾, unbiased variance (3·¼² + ¾²) / 3 = ¼, std ½
+    out = masked_whiten(values, mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([0.5, -1.5, 0.5, 0.5, 0.0]))
+
+
+def test_masked_whiten_of_half_values_does_not_overflow():
+    # Their sum, 124000, is beyond float16's largest finite value (65504).
+    values = torch.tensor([60000.0, 64000.0], dtype=torch.float16)
+    # mean 62000, unbiased variance 2·2000² / 1, std 2000·√2
+    out = masked_whiten(values, torch.ones(2))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([-1 / math.sqrt(2.0), 1 / math.sqrt(2.0)]))
+
+
+def test_token_rewards_of_integer_kl_keep_a_fractional_score():
+    out = token_rewards(torch.tensor([1.5]), torch.tensor([[2, 1]]), 1, torch.ones(1, 2))
+    # [−1·2, −1·1 + 1.5]
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[-2.0, 0.5]]))
+
+
+def test_token_rewards_keep_a_float32_score_with_half_kl():
+    out = token_rewards(torch.tensor([1000.25]), torch.tensor([[0.5]], dtype=torch.float16), 0.5, torch.ones(1, 1))
+    # 1000.25 − 0.25 (float16 has no 1000.25: its spacing near 1000 is 0.5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[1000.0]]))
+
+
+def test_kl_penalty_k3_of_half_logprobs_keeps_second_order_differences():
+    log_r = -(2.0 ** -10)  # exactly representable in float16
+    out = kl_penalty(torch.tensor([[0.0]], dtype=torch.float16), torch.tensor([[log_r]], dtype=torch.float16), "k3")
+    # (r − 1) − log r ≈ (log r)² / 2 ≈ 4.8e-7, below float16's resolution next to 1e-3
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[math.expm1(log_r) - log_r]]), rtol=1e-3, atol=0)
+
+
+def test_value_loss_of_integer_values_clips_by_a_fractional_range():
+    values, old_values, returns = torch.tensor([[3]]), torch.tensor([[1]]), torch.tensor([[4]])
+    loss, clip_fraction = value_loss(values, old_values, returns, torch.ones(1, 1), 0.5)
+    # unclipped (3 − 4)² = 1; V_clip = 1 + 0.5 = 1.5, (1.5 − 4)² = 6.25 → ½ · 6.25
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, torch.tensor(3.125))
+    torch.testing.assert_close(clip_fraction, torch.tensor(1.0))

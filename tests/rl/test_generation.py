@@ -50,7 +50,8 @@ class FixedGenerate:
         self.responses = torch.tensor(responses)
         self.configs = []
 
-    def generate(self, input_ids, attention_mask, generation_config, logits_processor=None):
+    def generate(self, input_ids, attention_mask, generation_config, logits_processor=None, use_model_defaults=None):
+        assert use_model_defaults is False  # the checkpoint's generation defaults must never merge in
         self.configs.append(generation_config)
         return torch.cat([input_ids, self.responses[: input_ids.shape[0]]], dim=1)
 
