@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import seam_lightning  # noqa: E402,F401  (registers the modules for short class names)
 from seam_lightning.data.datamodule import RLHFDataModule  # noqa: E402
+from seam_lightning.eval.files import write_json  # noqa: E402
 
 
 class SeamLightningCLI(LightningCLI):
@@ -30,6 +30,9 @@ class SeamLightningCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer, model = self.trainer, self.model
+        # `log_dir` is a collective (rank 0 broadcasts it): every rank must ask, or rank 0
+        # waits on peers that have already left and the run exits non-zero.
+        log_dir = trainer.log_dir
         if not trainer.is_global_zero:
             return
         metrics = {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -38,15 +41,14 @@ class SeamLightningCLI(LightningCLI):
             "global_step": trainer.global_step,
             "checkpoint": trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path
             if trainer.checkpoint_callback else None,
-            "log_dir": trainer.log_dir,
+            "log_dir": log_dir,
             "export_dir": str(Path(model.export_dir).resolve()) if getattr(model, "export_dir", None) else None,
             "metrics": metrics,
         }
         if hasattr(model, "ppo_step"):  # manual optimisation: global_step counts optimizer updates
             summary["ppo_steps"] = model.ppo_step
-        if trainer.log_dir:
-            Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trainer.log_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if log_dir:
+            write_json(Path(log_dir) / "summary.json", summary, allow_nan=True)
         ppo = f" ({summary['ppo_steps']} PPO steps)" if "ppo_steps" in summary else ""
         print(f"[seam-lightning] {summary['stage']} done after {summary['global_step']} steps{ppo}")
         for key in ("checkpoint", "log_dir", "export_dir"):

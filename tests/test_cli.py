@@ -90,3 +90,35 @@ def test_cli_runs_sft_reward_model_and_ppo_with_seam_on_demo_data(tiny_model_dir
     assert metrics["seam/pruned"] == 8.0  # 20% of 40 RL prompts
     assert {"val/reward_before", "val/reward", "train/kl", "train/reward"} <= set(metrics)
     assert (ppo / "seam.parquet").is_file() and (ppo / "export" / "config.json").is_file()
+
+
+def _run_command(args: list[str]) -> subprocess.CompletedProcess:
+    """The `seam-lightning` command as a user runs it, in its own process."""
+    return subprocess.run([sys.executable, "-m", "seam_lightning", *args], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+
+
+def test_command_runs_every_stage_under_two_process_ddp(tiny_model_dir, tmp_path):
+    # Lightning launches rank 1 by re-running the command: this is the users' torchrun/SLURM path.
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    sft, rm, ppo = tmp_path / "sft", tmp_path / "rm", tmp_path / "ppo"
+    runs = [
+        (sft, _stage_args(CONFIG_DIR / "sft.yaml", sft, f"--model.init_args.model={tiny_model_dir}",
+                          f"--model.init_args.lora={SMALL_LORA}", *SHORT_RUN)),
+        (rm, _stage_args(CONFIG_DIR / "reward.yaml", rm, f"--model.init_args.model={sft / 'export'}",
+                         f"--model.init_args.lora={SMALL_LORA}", *SHORT_RUN)),
+        (ppo, _stage_args(ROOT / "cli.yaml", ppo, f"--model.init_args.policy={sft / 'export'}",
+                          f"--model.init_args.reward_model={rm / 'export'}", f"--model.init_args.lora={SMALL_LORA}",
+                          f"--model.init_args.value_lora={SMALL_LORA}", "--model.init_args.max_ppo_steps=1",
+                          '--model.init_args.sampling={"max_new_tokens": 4}', "--data.rl.limit=20",
+                          "--data.rl_val.limit=4",
+                          '--trainer.callbacks.init_args.source.init_args.corpus={"path": "demo://sft_train", "limit": 200}',
+                          "--trainer.callbacks.init_args.progress=false")),
+    ]
+    for root, args in runs:
+        out = _run_command([*args, *ddp])
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.count(" done after ") == 1, out.stdout  # one summary, from rank 0
+        summary = json.loads(next(root.rglob("summary.json")).read_text())
+        assert Path(summary["checkpoint"]).is_file() and (root / "export" / "config.json").is_file()
+    assert summary["ppo_steps"] == 1 and summary["metrics"]["seam/pruned"] == 4.0  # 20% of 20 RL prompts
