@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -117,11 +118,25 @@ def check_output_logits(model: nn.Module, n_tokens: int = 6) -> None:
         )
 
 
+def transformer_body(model: nn.Module) -> nn.Module:
+    """The model's transformer body: the part under its LM or score head.
+
+    Usually the attribute named by ``base_model_prefix``; some classes name another
+    (Gemma-3's causal LM says ``language_model`` and keeps its body in ``model``), so
+    otherwise it is the child that is itself a pretrained model.
+    """
+    inner = unwrap(model)
+    body = getattr(inner, inner.base_model_prefix, None)
+    if body is None:
+        body = next((child for child in inner.children() if isinstance(child, PreTrainedModel)), None)
+    if body is None:
+        raise TypeError(f"cannot find the transformer body of {type(inner).__name__}")
+    return body
+
+
 def hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Last hidden states [B, T, H] of the model's transformer body (no LM or score head)."""
-    inner = unwrap(model)
-    body = getattr(inner, inner.base_model_prefix)
-    out = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    out = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
     return out.last_hidden_state
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from seam_lightning.models.forward import output_logits, position_ids_from_mask, readable_tokens, reward_token_index, score_head, unwrap
+from seam_lightning.models.forward import output_logits, position_ids_from_mask, readable_tokens, reward_token_index, score_head, transformer_body, unwrap
 
 
 def supports_prefix_sharing(model: nn.Module) -> bool:
@@ -62,15 +62,14 @@ def concat_prompt_states(parts: list[PromptStates]) -> PromptStates:
                         torch.cat([part.last_hidden for part in parts]))
 
 
-def _body(model: nn.Module) -> nn.Module:
-    inner = unwrap(model)
-    return getattr(inner, inner.base_model_prefix)
-
-
 def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> PromptStates:
     """Run left-padded prompts once and keep their key/value cache."""
-    out = _body(model)(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids_from_mask(attention_mask), use_cache=True)
+    # A cache of our own keeps every layer's keys whole: the one a model builds for itself
+    # keeps only the last window of a sliding-window layer, which continuations past the
+    # window would then miss. The masks still apply the window.
+    out = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids_from_mask(attention_mask),
+                                  past_key_values=DynamicCache(), use_cache=True)
     cache = out.past_key_values
     layers = [(layer.keys, layer.values) for layer in cache.layers]
     return PromptStates(layers, attention_mask, out.last_hidden_state[:, -1])
@@ -83,7 +82,7 @@ def continuation_hidden(model: nn.Module, prompts: PromptStates, rows: Tensor, i
     full_mask = torch.cat([prompts.mask.index_select(0, rows), attention_mask], dim=1)
     # Positions continue after each prompt's own real tokens, exactly as in a full forward.
     positions = position_ids_from_mask(full_mask)[:, -input_ids.shape[1]:]
-    out = _body(model)(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
+    out = transformer_body(model)(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
                        past_key_values=cache, use_cache=True)
     return out.last_hidden_state
 
