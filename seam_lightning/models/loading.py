@@ -118,9 +118,7 @@ def load_reward_model(
     :func:`seam_lightning.models.forward.reward_token_index`). Other arguments: see
     :func:`load_policy`.
     """
-    path = resolve_model_path(name)
-    base = resolve_model_path(_adapter_base(path)) if is_adapter_dir(path) else path
-    model_type = AutoConfig.from_pretrained(base).model_type
+    model_type = AutoConfig.from_pretrained(_base_path(name)).model_type
     if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         raise ValueError(
             f"{name}: transformers has no sequence-classification class for model type {model_type!r}, so it "
@@ -148,6 +146,26 @@ def _adapter_base(path: str) -> str:
     return base
 
 
+def _base_path(name: str) -> str:
+    """The folder or hub name holding the full model of ``name`` (an adapter folder's base model)."""
+    path = resolve_model_path(name)
+    return resolve_model_path(_adapter_base(path)) if is_adapter_dir(path) else path
+
+
+def attention_for(config, requested: str) -> str:
+    """The attention implementation to load: ``requested``, unless it would silently change the model.
+
+    PyTorch's SDPA kernel cannot soft-cap attention scores, and transformers passes
+    Gemma-2's ``attn_logit_softcapping`` to it without a word; such a model gets eager
+    attention, which applies the cap (flash-attention 2 applies it too).
+    """
+    if requested == "sdpa" and getattr(config, "attn_logit_softcapping", None):
+        log.warning("%s soft-caps attention scores, which SDPA cannot do: using eager attention",
+                    config.model_type)
+        return "eager"
+    return requested
+
+
 def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: str, attn_implementation: str,
                  **kwargs) -> PreTrainedModel:
     path = resolve_model_path(name)
@@ -157,7 +175,7 @@ def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
     kwargs["dtype"] = getattr(torch, dtype)
-    kwargs["attn_implementation"] = attn_implementation
+    kwargs["attn_implementation"] = attention_for(AutoConfig.from_pretrained(path), attn_implementation)
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, kwargs["dtype"])
         kwargs["device_map"] = {"": _quantized_device()}

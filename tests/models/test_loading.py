@@ -91,3 +91,18 @@ def test_unknown_bundled_model_is_a_clear_error():
 def test_bad_quantization_is_a_clear_error(tiny_model_dir):
     with pytest.raises(ValueError, match="quantization must be"):
         load_policy(str(tiny_model_dir), quantization="3bit")
+
+
+def test_attention_soft_capping_is_not_dropped_by_sdpa(tmp_path, tiny_model_dir):
+    from families import build_family_model_dir
+
+    path = build_family_model_dir(tmp_path / "gemma2", "gemma2")
+    policy = load_policy(str(path)).eval()  # attn_implementation="sdpa" by default
+    assert policy.config.attn_logit_softcapping == 50.0
+    # SDPA would ignore the cap; eager attention applies it, as the model was trained.
+    assert policy.config._attn_implementation == "eager"
+    ids = torch.tensor([[1, 40, 41, 42, 2]])
+    eager = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(policy(input_ids=ids).logits, eager(input_ids=ids).logits)
+    assert load_policy(str(tiny_model_dir)).config._attn_implementation == "sdpa"  # no cap: SDPA stays
