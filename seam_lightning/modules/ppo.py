@@ -97,7 +97,10 @@ class PPOModule(LightningModule):
         reward_fn: a programmatic reward ``f(instructions, responses) -> scores`` instead of an RM.
         lora: LoRA of the policy. The reference policy is then the same weights with the
             adapters disabled (no second copy); with ``None`` a frozen copy is loaded.
-        value_lora: LoRA of the value model (its score head is always trained in full).
+        value_lora: LoRA of the value model (its score head is always trained in full). When the
+            value model starts from the reward model (``value_model=None``), the two then share one
+            backbone: the value model is the RM with adapters and its own head copy, and the reward
+            is read with both switched off (see `reward`) — two backbones in memory instead of three.
         quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
         dtype: precision of every model's weights (``float32``, ``bfloat16``, ``float16``).
         attn_implementation: ``sdpa`` (default), ``eager``, or ``flash_attention_2`` where installed.
@@ -195,13 +198,16 @@ class PPOModule(LightningModule):
         # With LoRA, π_ref is the policy with its adapters switched off (see `reference`).
         self.reference_policy = None if lora is not None else _frozen(load_policy(policy, **frozen))
         self.reward_fn = reward_fn
-        self.reward_model = None
         if reward_model is not None:
             _check_same_tokenizer(self.tokenizer, reward_model)
-            self.reward_model = _frozen(load_reward_model(reward_model, **frozen))
         value_source = value_model or reward_model or policy
         _check_same_tokenizer(self.tokenizer, value_source)
         self.value_model = load_reward_model(value_source, lora=value_lora, **trained)
+        # With value LoRA on the RM, the frozen RM is the value model with its adapters off (see `reward`).
+        self.shares_reward_backbone = reward_model is not None and value_model is None and value_lora is not None
+        self.reward_model = None
+        if reward_model is not None and not self.shares_reward_backbone:
+            self.reward_model = _frozen(load_reward_model(reward_model, **frozen))
         if gradient_checkpointing:
             disable_dropout(self.policy)
             disable_dropout(self.value_model)
@@ -224,6 +230,21 @@ class PPOModule(LightningModule):
         else:
             with self.policy.disable_adapter():
                 yield self.policy
+
+    @contextmanager
+    def reward(self) -> Iterator[nn.Module]:
+        """The frozen reward model: with a shared backbone, the value model with its adapters switched off.
+
+        peft then also switches the value head's trained copy back to the RM's own head,
+        so this gives exactly the rewards of the RM loaded on its own.
+        """
+        if self.reward_model is not None:
+            yield self.reward_model
+        elif self.shares_reward_backbone:
+            with self.value_model.disable_adapter():
+                yield self.value_model
+        else:
+            raise ValueError("PPOModule: this run has a programmatic reward (reward_fn), no reward model")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
@@ -395,8 +416,9 @@ class PPOModule(LightningModule):
 
     def _scores(self, batch: dict[str, Any], responses: Responses) -> Tensor:
         """R(I∘r) per response: the reward model's, or the programmatic reward's."""
-        if self.reward_model is not None:
-            return sequence_rewards(self.reward_model, responses.sequences, responses.attention_mask)
+        if self.reward_fn is None:
+            with self.reward() as reward_model:
+                return sequence_rewards(reward_model, responses.sequences, responses.attention_mask)
         texts = self.tokenizer.batch_decode(
             [tokens[mask.bool()] for tokens, mask in zip(responses.tokens, responses.response_mask)],
             skip_special_tokens=True)

@@ -255,12 +255,13 @@ class SeamCallback(Callback):
     def _score(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> list[SeamResult]:
         """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
         datamodule = _datamodule(trainer)
-        reward_model, tokenizer = self._reward_model(pl_module), self._tokenizer(pl_module)
-        self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
+        tokenizer = self._tokenizer(pl_module)
         mine = records[trainer.global_rank::trainer.world_size]
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
-        with self._policy_model(pl_module) as policy, trainer.precision_plugin.forward_context():
+        with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy, \
+                trainer.precision_plugin.forward_context():
+            self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
             progress = self._scoring_progress(trainer, policy, reward_model, datamodule)
             done = progress.load() if progress is not None else {}
             trainer.strategy.barrier()  # every rank has read the files before any rank appends
@@ -407,18 +408,24 @@ class SeamCallback(Callback):
             raise ValueError("SeamCallback(policy='reference') needs reference_policy=<path of the SFT policy> "
                              f"({type(pl_module).__name__} exposes no reference policy)")
 
-    def _reward_model(self, pl_module: LightningModule) -> torch.nn.Module:
+    @contextmanager
+    def _reward_model(self, pl_module: LightningModule) -> Iterator[torch.nn.Module]:
+        """The RM: ``reward_model`` if given, else the module's (PPO: its `reward()`, which may be the
+        value model with its adapters switched off), else the model an RM stage trains."""
         if self.reward_model is not None:
-            return self._load("reward", partial(load_reward_model, dtype=self.dtype,
-                                                attn_implementation=self.attn_implementation),
-                              self.reward_model, pl_module)
-        model = getattr(pl_module, "reward_model", None)
-        if model is None and getattr(pl_module, "data_stage", None) == "preference":
-            model = pl_module.model
-        if model is None:
+            yield self._load("reward", partial(load_reward_model, dtype=self.dtype,
+                                               attn_implementation=self.attn_implementation),
+                             self.reward_model, pl_module)
+        elif callable(getattr(pl_module, "reward", None)) and getattr(pl_module, "reward_fn", None) is None:
+            with pl_module.reward() as model:
+                yield model
+        elif getattr(pl_module, "reward_model", None) is not None:
+            yield pl_module.reward_model
+        elif getattr(pl_module, "data_stage", None) == "preference":
+            yield pl_module.model
+        else:
             raise ValueError(f"SeamCallback needs reward_model=<path of the RM> ({type(pl_module).__name__} "
                              "exposes no `reward_model`)")
-        return model
 
     def _tokenizer(self, pl_module: LightningModule):
         tokenizer = getattr(pl_module, "tokenizer", None)

@@ -264,3 +264,48 @@ def test_gradients_are_clipped_to_max_grad_norm_after_the_loss_scale_is_removed(
         assert module.trainer.precision_plugin.scaler.get_scale() == scale
     assert all(n > 10 * max_grad_norm for n in norms.unclipped), norms.unclipped
     assert norms.applied == pytest.approx([max_grad_norm] * 4, rel=1e-3), norms.applied
+
+
+def test_value_model_shares_the_reward_models_backbone_with_the_same_numbers(tiny_model_dir, rl_file, tmp_path):
+    from seam_lightning.models.loading import export_pretrained, load_reward_model, load_tokenizer
+
+    # A trained-looking RM: a head with weight, saved as an RM stage exports it.
+    seed_everything(3)
+    rm = load_reward_model(str(tiny_model_dir))
+    with torch.no_grad():
+        rm.score.weight.normal_(0, 1.0)
+    rm_dir = export_pretrained(rm, load_tokenizer(str(tiny_model_dir)), tmp_path / "rm")
+
+    def run(**kwargs):
+        seed_everything(0)
+        module = PPOModule(policy=str(tiny_model_dir), reward_model=str(rm_dir), lora=LoRASettings(r=4),
+                           value_lora=LoRASettings(r=4, dropout=0.0), sampling=SamplingSettings(max_new_tokens=6),
+                           learning_rate=1e-2, ppo_epochs=2, mini_batch_size=4, max_ppo_steps=2,
+                           evaluate_at_start=False, **kwargs)
+        history = History()
+        _trainer(tmp_path / str(len(kwargs)), [history], enable_checkpointing=False, check_val_every_n_epoch=None,
+                 val_check_interval=None, limit_val_batches=0).fit(module, datamodule=_datamodule(rl_file))
+        return module, history.steps
+
+    shared, shared_steps = run()
+    separate, separate_steps = run(value_model=str(rm_dir))  # the value model loaded apart from the RM
+    assert shared.shares_reward_backbone and shared.reward_model is None
+    assert not separate.shares_reward_backbone and separate.reward_model is not None
+    # One backbone fewer: the shared module holds the RM's weights once.
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    rm_size = count(separate.reward_model)
+    assert count(separate) - count(shared) == rm_size
+    # The value model trained (adapters and its head copy moved) and still the RM is read unchanged.
+    ids = torch.tensor([[1, 40, 41, 42, 2], [1, 50, 51, 52, 53]])
+    from seam_lightning.models.forward import sequence_rewards
+
+    with torch.no_grad(), shared.reward() as reward_model:
+        via_shared = sequence_rewards(reward_model, ids, torch.ones_like(ids))
+    with torch.no_grad():
+        assert not torch.allclose(sequence_rewards(shared.value_model, ids, torch.ones_like(ids)), via_shared)
+        torch.testing.assert_close(via_shared, sequence_rewards(separate.reward_model, ids, torch.ones_like(ids)))
+    # Same PPO trajectory as with three backbones.
+    assert len(shared_steps) == len(separate_steps) == 2
+    for a, b in zip(shared_steps, separate_steps):
+        for key in ("train/reward", "train/kl", "train/value_loss", "train/policy_loss", "train/advantage_mean"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
