@@ -1,3 +1,4 @@
+import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
@@ -50,3 +51,49 @@ def test_sft_exports_for_the_next_stage(tiny_model_dir, tiny_data, tmp_path):
     assert (tmp_path / "export" / "config.json").is_file()
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "export" / "tokenizer_config.json").is_file()
+
+
+def _first_step_gradients(module, tiny_data):
+    batch = _first_batch(module, tiny_data)
+    module.model.train()
+    module.training_step(batch, 0).backward()
+    return {n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad}
+
+
+def _first_batch(module, tiny_data):
+    tiny_data.connect(module.tokenizer, "sft")
+    tiny_data.setup("fit")
+    return next(iter(tiny_data.train_dataloader()))
+
+
+def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients(tiny_model_dir, tiny_data, tmp_path):
+    grads, block_calls = {}, {}
+    for checkpointing in (False, True):
+        seed_everything(0)
+        module = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0),
+                           gradient_checkpointing=checkpointing)
+        block = module.model.get_base_model().model.layers[0]
+        calls = []
+        # A pre-hook: a recomputation stops as soon as it has rebuilt what the backward needs.
+        block.register_forward_pre_hook(lambda *_: calls.append(1))
+        grads[checkpointing] = _first_step_gradients(module, tiny_data)
+        block_calls[checkpointing] = len(calls)
+    # With checkpointing the block runs again during the backward pass, to rebuild its activations.
+    assert block_calls == {False: 1, True: 2}
+    assert grads[True].keys() == grads[False].keys()
+    for name in grads[False]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_weights_are_held_in_bfloat16_and_train(tiny_model_dir, tiny_data, tmp_path):
+    seed_everything(0)
+    full = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0))
+    seed_everything(0)
+    half = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0), dtype="bfloat16")
+    frozen = [p for p in half.model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)  # the weights, not only autocast
+    batch = _first_batch(half, tiny_data)
+    with torch.no_grad():
+        half_loss, full_loss = half.training_step(batch, 0), full.training_step(batch, 0)
+    assert half_loss.isfinite() and half_loss.item() == pytest.approx(full_loss.item(), rel=2e-2)
+    _trainer(tmp_path, steps=2).fit(half, datamodule=tiny_data)  # and a bf16 run trains
