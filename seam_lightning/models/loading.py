@@ -118,6 +118,18 @@ def load_reward_model(
     :func:`seam_lightning.models.forward.reward_token_index`). Other arguments: see
     :func:`load_policy`.
     """
+    check_reward_family(name)
+    model = _load_merged(AutoModelForSequenceClassification, name, quantization, dtype, attn_implementation,
+                         num_labels=1)
+    model.config.pad_token_id = load_tokenizer(name).pad_token_id
+    return _add_lora(_checkpointing(model, gradient_checkpointing), lora, "SEQ_CLS", quantization)
+
+
+def check_reward_family(name: str) -> None:
+    """Raise unless transformers has a sequence-classification class for the family of ``name``.
+
+    Cheap (reads the config only), so modules call it when built, long before weights load.
+    """
     model_type = AutoConfig.from_pretrained(_base_path(name)).model_type
     if model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         raise ValueError(
@@ -125,10 +137,6 @@ def load_reward_model(
             "cannot be a reward or value model here (nor be loaded as one by TRL or pipelines); "
             "use a model of another family for the reward model"
         )
-    model = _load_merged(AutoModelForSequenceClassification, name, quantization, dtype, attn_implementation,
-                         num_labels=1)
-    model.config.pad_token_id = load_tokenizer(name).pad_token_id
-    return _add_lora(_checkpointing(model, gradient_checkpointing), lora, "SEQ_CLS", quantization)
 
 
 def _checkpointing(model: PreTrainedModel, enabled: bool) -> PreTrainedModel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,19 +22,28 @@ def warmup_lambda(warmup_steps: int):
 class HFModule(LightningModule):
     """A LightningModule around one `transformers` model (``self.model``) and its tokenizer.
 
-    With LoRA, checkpoints keep only the trainable weights (the frozen base is
-    reloaded from its source when the module is built), so a checkpoint of the
-    default model is a few MB instead of half a GB.
+    The model is built in :meth:`configure_model`, Lightning's hook, so the strategy
+    decides where (and in which precision context) it is created; outside a Trainer,
+    call ``configure_model()`` to build it. With LoRA, checkpoints keep only the
+    trainable weights (the frozen base is reloaded from its source when the model is
+    built), so a checkpoint of the default model is a few MB instead of half a GB.
     """
 
-    def __init__(self, learning_rate: float, weight_decay: float, warmup_steps: int, export_dir: str | None):
+    def __init__(self, load_model: Callable[[], torch.nn.Module], learning_rate: float, weight_decay: float,
+                 warmup_steps: int, export_dir: str | None):
         super().__init__()
+        self.load_model = load_model
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.export_dir = export_dir
+        self.model: torch.nn.Module | None = None
         # Frozen base weights are not in our checkpoints; see on_save_checkpoint.
         self.strict_loading = False
+
+    def configure_model(self) -> None:
+        if self.model is None:  # Lightning may call the hook again (a second fit, load_from_checkpoint)
+            self.model = self.load_model().train()
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]

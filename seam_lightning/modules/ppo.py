@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -29,6 +30,7 @@ from seam_lightning.models.loading import (
     DType,
     LoRASettings,
     Quantization,
+    check_reward_family,
     export_pretrained,
     load_policy,
     load_reward_model,
@@ -192,25 +194,28 @@ class PPOModule(LightningModule):
         self.strict_loading = False
 
         self.tokenizer = load_tokenizer(policy)
-        frozen = dict(quantization=quantization, dtype=dtype, attn_implementation=attn_implementation)
-        trained = dict(frozen, gradient_checkpointing=gradient_checkpointing)
-        self.policy = load_policy(policy, lora=lora, **trained)
-        # With LoRA, π_ref is the policy with its adapters switched off (see `reference`).
-        self.reference_policy = None if lora is not None else _frozen(load_policy(policy, **frozen))
         self.reward_fn = reward_fn
-        if reward_model is not None:
-            _check_same_tokenizer(self.tokenizer, reward_model)
-        value_source = value_model or reward_model or policy
-        _check_same_tokenizer(self.tokenizer, value_source)
-        self.value_model = load_reward_model(value_source, lora=value_lora, **trained)
+        for name in filter(None, (reward_model, value_model)):
+            _check_same_tokenizer(self.tokenizer, name)
+        check_reward_family(value_model or reward_model or policy)  # now, not when the weights load
         # With value LoRA on the RM, the frozen RM is the value model with its adapters off (see `reward`).
         self.shares_reward_backbone = reward_model is not None and value_model is None and value_lora is not None
-        self.reward_model = None
-        if reward_model is not None and not self.shares_reward_backbone:
-            self.reward_model = _frozen(load_reward_model(reward_model, **frozen))
-        if gradient_checkpointing:
-            disable_dropout(self.policy)
-            disable_dropout(self.value_model)
+        frozen = dict(quantization=quantization, dtype=dtype, attn_implementation=attn_implementation)
+        trained = dict(frozen, gradient_checkpointing=gradient_checkpointing)
+        self._loaders = {
+            "policy": partial(load_policy, policy, lora=lora, **trained),
+            # With LoRA, π_ref is the policy with its adapters switched off (see `reference`).
+            "reference_policy": partial(load_policy, policy, **frozen) if lora is None else None,
+            "value_model": partial(load_reward_model, value_model or reward_model or policy, lora=value_lora,
+                                   **trained),
+            "reward_model": partial(load_reward_model, reward_model, **frozen)
+            if reward_model is not None and not self.shares_reward_backbone else None,
+        }
+        # Built in configure_model, where the strategy decides placement.
+        self.policy: nn.Module | None = None
+        self.reference_policy: nn.Module | None = None
+        self.reward_model: nn.Module | None = None
+        self.value_model: nn.Module | None = None
 
         self.sampling = sampling
         self.export_dir = export_dir
@@ -221,6 +226,20 @@ class PPOModule(LightningModule):
         self.val_reward, self.val_kl, self.val_length = MeanMetric(), MeanMetric(), MeanMetric()
 
     # -- models -----------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Load the policy, π_ref, the RM and the value model (once; outside a Trainer call it yourself)."""
+        if self.policy is not None:
+            return
+        self.policy = self._loaders["policy"]()
+        if self._loaders["reference_policy"] is not None:
+            self.reference_policy = _frozen(self._loaders["reference_policy"]())
+        if self._loaders["reward_model"] is not None:
+            self.reward_model = _frozen(self._loaders["reward_model"]())
+        self.value_model = self._loaders["value_model"]()
+        if self.hparams.gradient_checkpointing:
+            disable_dropout(self.policy)
+            disable_dropout(self.value_model)
 
     @contextmanager
     def reference(self) -> Iterator[nn.Module]:

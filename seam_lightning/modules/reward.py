@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import torch
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import sequence_rewards
-from seam_lightning.models.loading import Attention, DType, LoRASettings, Quantization, load_reward_model, load_tokenizer
+from seam_lightning.models.loading import (
+    Attention,
+    DType,
+    LoRASettings,
+    Quantization,
+    check_reward_family,
+    load_reward_model,
+    load_tokenizer,
+)
 from seam_lightning.modules.base import HFModule
 from seam_lightning.modules.losses import pairwise_ranking_loss, preference_correct
 
@@ -47,11 +56,12 @@ class RewardModule(HFModule):
         warmup_steps: int = 10,
         export_dir: str | None = None,
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
+        load_model = partial(load_reward_model, model, lora=lora, quantization=quantization, dtype=dtype,
+                             attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing)
+        super().__init__(load_model, learning_rate, weight_decay, warmup_steps, export_dir)
         self.save_hyperparameters()
+        check_reward_family(model)  # refuse a family without a scalar-head class now, not at fit
         self.tokenizer = load_tokenizer(model)
-        self.model = load_reward_model(model, lora=lora, quantization=quantization, dtype=dtype,
-                                       attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing).train()
         self.val_accuracy = MeanMetric()
         self.val_loss = MeanMetric()
 

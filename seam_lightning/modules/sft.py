@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -45,11 +46,11 @@ class SFTModule(HFModule):
         warmup_steps: int = 10,
         export_dir: str | None = None,
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, export_dir)
+        load_model = partial(load_policy, model, lora=lora, quantization=quantization, dtype=dtype,
+                             attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing)
+        super().__init__(load_model, learning_rate, weight_decay, warmup_steps, export_dir)
         self.save_hyperparameters()
         self.tokenizer = load_tokenizer(model)
-        self.model = load_policy(model, lora=lora, quantization=quantization, dtype=dtype,
-                                 attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing).train()
         self.val_nll = MeanMetric()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

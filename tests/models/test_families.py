@@ -444,6 +444,7 @@ def _assert_finite(metrics, key: str) -> None:
 def test_sft_step(model_dir, tmp_path):
     seed_everything(0)
     module = SFTModule(model=str(model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
+    module.configure_model()
     before = _trainable(module)
     trainer = _trainer(tmp_path, max_steps=1)
     trainer.fit(module, datamodule=_datamodule(tmp_path, "sft"))
@@ -459,6 +460,7 @@ def test_reward_step(model_dir, model_type, has_reward_class, tmp_path):
             RewardModule(model=str(model_dir), lora=LoRASettings(r=4))
         return
     module = RewardModule(model=str(model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
+    module.configure_model()
     before = _trainable(module)
     trainer = _trainer(tmp_path, max_steps=1)
     trainer.fit(module, datamodule=_datamodule(tmp_path, "preference"))
@@ -478,6 +480,7 @@ def test_ppo_step(model_dir, model_type, has_reward_class, tmp_path):
             PPOModule(**kwargs)
         return
     module = PPOModule(**kwargs)
+    module.configure_model()
     before = _trainable(module)
     trainer = _trainer(tmp_path, max_epochs=1)
     trainer.fit(module, datamodule=_datamodule(tmp_path, "rl"))

@@ -205,6 +205,7 @@ def test_a_nan_reward_stops_the_step_and_names_the_example(tiny_model_dir, rl_fi
                        value_lora=None, sampling=SamplingSettings(max_new_tokens=4), mini_batch_size=4,
                        max_ppo_steps=2, evaluate_at_start=False)
     data = _datamodule(rl_file, batch_size=16, val=False)
+    module.configure_model()  # built now to record the weights; fit does not build them again
     before = {k: v.clone() for k, v in module.policy.state_dict().items()}
     with pytest.raises(FloatingPointError, match=r"non-finite reward for RL example id\(s\) \[7\]"):
         _trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(module, datamodule=data)

@@ -61,6 +61,7 @@ def _first_step_gradients(module, tiny_data):
 
 
 def _first_batch(module, tiny_data):
+    module.configure_model()  # outside a Trainer the module builds its model on request
     tiny_data.connect(module.tokenizer, "sft")
     tiny_data.setup("fit")
     return next(iter(tiny_data.train_dataloader()))
@@ -72,6 +73,7 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients(t
         seed_everything(0)
         module = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0),
                            gradient_checkpointing=checkpointing)
+        module.configure_model()
         block = module.model.get_base_model().model.layers[0]
         calls = []
         # A pre-hook: a recomputation stops as soon as it has rebuilt what the backward needs.
@@ -90,6 +92,8 @@ def test_bfloat16_weights_are_held_in_bfloat16_and_train(tiny_model_dir, tiny_da
     full = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0))
     seed_everything(0)
     half = SFTModule(model=str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0), dtype="bfloat16")
+    assert half.model is None  # built in configure_model, where the strategy decides placement
+    full.configure_model(), half.configure_model()
     frozen = [p for p in half.model.parameters() if not p.requires_grad]
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)  # the weights, not only autocast
     batch = _first_batch(half, tiny_data)
