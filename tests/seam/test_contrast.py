@@ -1,4 +1,7 @@
-"""SEAM_Contrast: band filter (both bounds), no self-matches or duplicates, stats, cache, IVF."""
+"""SEAM_Contrast: band filter (both bounds), no self-matches or duplicates, stats, cache, IVF, pooling.
+
+IVF recall measurement on synthetic vectors: test_index_recall.py.
+"""
 
 import json
 import logging
@@ -171,6 +174,28 @@ def test_ivf_source_and_corrupt_index_cache(corpus, tmp_path, caplog):
         again = ContrastSource(corpus, band=(0.3, 0.95), index="ivf", cache_dir=str(tmp_path))
         assert again.candidates(QUERIES, GOLDEN, 4) == flat
     assert "corrupt contrast index cache" in caplog.text and path.stat().st_size > 50
+    # The IVF index's in-band recall was measured (one cell: exact), the flat one's is not needed.
+    assert again.index_recall.recall == 1.0 and again.index_recall.queries == len(CORPUS)
+
+
+def test_flat_source_measures_no_recall(corpus, tmp_path):
+    source = ContrastSource(corpus, cache_dir=str(tmp_path))
+    source.prepare()
+    assert source.index_recall is None
+
+
+def test_pooling_reaches_the_encoder_and_keys_the_cache(corpus, tmp_path):
+    """Switching pooling must not reuse the other pooling's cached corpus embeddings."""
+    mean = ContrastSource(corpus, band=(0.3, 0.95), cache_dir=str(tmp_path))
+    cls = ContrastSource(corpus, band=(0.3, 0.95), cache_dir=str(tmp_path), pooling="cls")
+    for source in (mean, cls):
+        source.prepare()
+    assert (mean._encoder.pooling, cls._encoder.pooling) == ("mean", "cls")  # auto -> the bundled model's mean
+    paths = sorted(tmp_path.glob("*.emb.npy"))
+    assert len(paths) == 2
+    assert not np.allclose(np.load(paths[0]), np.load(paths[1]), atol=1e-3)
+    with pytest.raises(ValueError, match="pooling"):
+        ContrastSource(corpus, pooling="max")
 
 
 def test_index_builder_on_random_unit_vectors():

@@ -1,4 +1,7 @@
-"""SentenceEncoder: the bundled all-MiniLM-L6-v2, mean pooling, unit vectors, order-independent rows."""
+"""SentenceEncoder: the bundled all-MiniLM-L6-v2, mean pooling, unit vectors, order-independent rows.
+
+Pooling choices (cls | mean | pooler | auto) on a tiny BERT: test_pooling.py.
+"""
 
 from pathlib import Path
 
@@ -11,6 +14,8 @@ from seam_lightning.seam.encoder import (
     encode_cached,
     encoder_fingerprint,
     resolve_encoder,
+    resolve_pooling,
+    sentence_transformers_pooling,
 )
 
 TEXTS = [
@@ -65,6 +70,15 @@ def test_fingerprint_depends_on_recipe():
     name = "bundled:all-MiniLM-L6-v2"
     assert encoder_fingerprint(name, 128) == encoder_fingerprint(name, 128)
     assert encoder_fingerprint(name, 128) != encoder_fingerprint(name, 64)
+    assert encoder_fingerprint(name, 128, "mean") != encoder_fingerprint(name, 128, "cls")
+
+
+def test_bundled_encoder_keeps_mean_pooling(encoder):
+    """Its folder has a sentence-transformers pooling config saying mean: `auto` (the default) reads it,
+    and the cache key is the one of the former always-mean recipe, so existing caches stay valid."""
+    assert sentence_transformers_pooling(resolve_encoder("bundled:all-MiniLM-L6-v2")) == "mean"
+    assert resolve_pooling("bundled:all-MiniLM-L6-v2") == "mean" and encoder.pooling == "mean"
+    assert encoder.fingerprint() == encoder_fingerprint("bundled:all-MiniLM-L6-v2", 128)
 
 
 def test_encode_cached_reuses_and_repairs(encoder, tmp_path, caplog):
