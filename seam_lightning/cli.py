@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import sys
 from pathlib import Path
 
 # No code path may reach a model hub at run time unless the user asks for it;
@@ -17,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import torch  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
@@ -47,14 +50,27 @@ class SeamLightningCLI(LightningCLI):
         }
         if hasattr(model, "ppo_step"):  # manual optimisation: global_step counts optimizer updates
             summary["ppo_steps"] = model.ppo_step
+        summary.update(peak_memory_gb())
         if log_dir:
             write_json(Path(log_dir) / "summary.json", summary, allow_nan=True)
         ppo = f" ({summary['ppo_steps']} PPO steps)" if "ppo_steps" in summary else ""
         print(f"[seam-lightning] {summary['stage']} done after {summary['global_step']} steps{ppo}")
-        for key in ("checkpoint", "log_dir", "export_dir"):
+        for key in ("checkpoint", "log_dir", "export_dir", "peak_rss_gb", "peak_cuda_gb"):
+            if key not in summary:
+                continue
             print(f"  {key:<10} {summary[key]}")
         for name, value in sorted(metrics.items()):
             print(f"  {name:<22} {value:.4f}")
+
+
+def peak_memory_gb() -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory on a GPU), in GB."""
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    peak = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e9, 3)}
+    if torch.cuda.is_available():
+        peak["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return peak
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> SeamLightningCLI:
