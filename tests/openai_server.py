@@ -49,14 +49,14 @@ class Failure:
 
 
 def question_of(prompt: str) -> str:
-    """The question inside a rendered worse-answers prompt (between [Question] and [Answer])."""
-    m = re.search(r"\[Question\]\n(.*?)\n\[Answer\]", prompt, re.DOTALL)
+    """The question inside a rendered worse-answers prompt (between [Question] and [Answer], any layout)."""
+    m = re.search(r"\[Question\][ \n](.*?)\n+\[Answer\]", prompt, re.DOTALL)
     return m.group(1) if m else prompt
 
 
 def asked_n(prompt: str) -> int:
-    """How many answers a rendered worse-answers prompt asks for."""
-    m = re.search(r"Write (\d+) different answers", prompt)
+    """How many answers a rendered worse-answers prompt asks for (the paper's or the numbered wording; else 1)."""
+    m = re.search(r"(?:generate|Write) (\d+) (?:distinct|different) answers", prompt)
     return int(m.group(1)) if m else 1
 
 
@@ -109,6 +109,12 @@ class FakeOpenAI:
         """The user message of each chat request received."""
         with self._lock:
             return [r["messages"][-1]["content"] for r in self.requests]
+
+    @property
+    def systems(self) -> list[str | None]:
+        """The system message of each chat request received (None where it had none)."""
+        with self._lock:
+            return [next((m["content"] for m in r["messages"] if m["role"] == "system"), None) for r in self.requests]
 
     # -- life cycle
 

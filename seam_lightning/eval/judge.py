@@ -1,10 +1,11 @@
-"""An LLM judge: a chat model rates each (question, answer) on a scale of 1 to 10.
+"""An LLM judge: a chat model rates each (question, answer) on a scale of 0 to 10.
 
-`JUDGE_PROMPT` follows the paper's Prompt 1 (MT-Bench single-answer grading): an
-impartial judge explains briefly, then gives the rating as ``[[rating]]``.
-`parse_rating` reads that rating out of any reply; `LLMJudge` asks a `ChatBackend`
-for many pairs at once, with every reply cached on disk the way `LLMSource`
-caches its candidates, so a rerun asks for nothing it already has.
+`JUDGE_PROMPT` is the paper's Prompt 1 (Appendix C.1; MT-Bench single-answer
+grading), verbatim: an impartial judge explains briefly, then gives the rating as
+``[[rating]]``. `parse_rating` reads that rating out of any reply, from 0 to 10 as
+Appendix C.2 gives the range; `LLMJudge` asks a `ChatBackend` for many pairs at
+once, with every reply cached on disk the way `LLMSource` caches its candidates,
+so a rerun asks for nothing it already has.
 """
 
 from __future__ import annotations
@@ -14,19 +15,45 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from types import MappingProxyType
 
 from tqdm import tqdm
 
 from seam_lightning.cache import cache_root
 from seam_lightning.seam.chat import ChatBackend, ChatRequestRejected
 from seam_lightning.seam.completion_cache import CompletionCache, completion_key
-from seam_lightning.seam.prompts import check_placeholders
+from seam_lightning.seam.prompts import check_placeholders, resolve_template
 
 log = logging.getLogger(__name__)
 
-JUDGE_PROMPT = """\
+# Prompt 1 as printed in paper.txt (lines 342-348), character for character. Where we had to
+# interpret the extracted text:
+# - The line breaks are the extracted ones: "[Question] {question} [The Start of Assistant's
+#   Answer] {answer}" stands on one line, as printed (MT-Bench's own template breaks it up).
+# - "[System]" heads the printed prompt; it stays a line of the text, sent as one user message.
+# - The paper's own slots "{question}" and "{answer}" are the package's placeholders.
+# The prompt asks for "a scale of 1 to 10"; Appendix C.2 gives the scores as 0 to 10, and
+# `parse_rating` accepts that range.
+PAPER_JUDGE_PROMPT = (
+    "[System]\n"
+    "\n"
+    "Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant to "
+    "the user question displayed below. Your evaluation should consider factors such as the helpfulness, "
+    "relevance, accuracy, depth, creativity, and level of detail of the response. Begin your evaluation by "
+    "providing a short explanation. Be as objective as possible. After providing your explanation, please rate "
+    "the response on a scale of 1 to 10 by strictly following this format: \"[[rating]]\", for example: "
+    "\"Rating: [[5]]\".\n"
+    "\n"
+    "[Question] {question} [The Start of Assistant's Answer] {answer}\n"
+    "\n"
+    "[The End of Assistant's Answer]"
+)
+"""The paper's Prompt 1 (Appendix C.1), verbatim; fields {question} and {answer}."""
+
+REWORDED_JUDGE_PROMPT = """\
 Please act as an impartial judge and evaluate the quality of the answer that an AI assistant gave to
 the user question below. Consider how helpful, relevant, accurate, deep and detailed the answer is.
 Begin with a short explanation of your judgement, as objective as you can make it. Then rate the
@@ -39,10 +66,17 @@ answer on a scale of 1 to 10, strictly in this format: "[[rating]]", for example
 {answer}
 [The End of the Assistant's Answer]
 """
-"""The judge prompt (the paper's Prompt 1 in our wording); fields {question} and {answer}."""
+"""The package's earlier wording of Prompt 1, each block on lines of its own; fields {question} and {answer}."""
+
+JUDGE_PROMPT = PAPER_JUDGE_PROMPT
+"""The default judge prompt: the paper's Prompt 1."""
+
+JUDGE_PROMPTS: Mapping[str, str] = MappingProxyType({"paper": PAPER_JUDGE_PROMPT, "reworded": REWORDED_JUDGE_PROMPT})
+"""The judge templates by name (``LLMJudge(backend, template="reworded")``)."""
 
 JUDGE_FIELDS = frozenset({"question", "answer"})
-MIN_RATING, MAX_RATING = 1.0, 10.0
+MIN_RATING, MAX_RATING = 0.0, 10.0
+"""The judge's score range, Appendix C.2: "a quality score, ranging from 0 to 10"."""
 
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _OUT_OF_TEN = r"\s*(?:/|out\s+of)\s*10(?:\.0*)?(?![0-9.])"
@@ -62,12 +96,19 @@ def check_judge_template(template: str) -> None:
     check_placeholders(template, JUDGE_FIELDS, "judge template")
 
 
+def judge_template(template: str) -> str:
+    """The checked template text for ``template``: a name of `JUDGE_PROMPTS` or a template text."""
+    return resolve_template(template, JUDGE_PROMPTS, JUDGE_FIELDS, "judge template")
+
+
 def render_judge_prompt(template: str, question: str, answer: str) -> str:
     """The judge prompt for one (question, answer); braces inside either are inserted verbatim."""
     return template.format(question=question, answer=answer)
 
 
 def _in_range(text: str) -> float | None:
+    if text.startswith("-"):
+        return None  # "-3", and "-0": a negative rating is malformed, never clipped or read as 0
     try:
         value = float(text)
     except (ValueError, OverflowError):
@@ -76,12 +117,12 @@ def _in_range(text: str) -> float | None:
 
 
 def parse_rating(reply: str) -> float | None:
-    """The rating in a judge's reply, or None when there is none in [1, 10]. Never raises.
+    """The rating in a judge's reply, or None when there is none in [0, 10] (Appendix C.2). Never raises.
 
-    The last ``[[x]]`` holding a number wins (``[[7]]``, ``[[ 7.5 ]]``, ``[[7/10]]``);
+    The last ``[[x]]`` holding a number wins (``[[7]]``, ``[[ 7.5 ]]``, ``[[7/10]]``, ``[[0]]``);
     brackets holding no number (``[[rating]]``, ``[[ten]]``) are ignored. Without any,
     the last "Rating: 7" / "rating of 7/10" is read, then the last bare "7/10". A value
-    outside [1, 10] (``[[0]]``, ``[[11]]``, ``[[-3]]``) gives None, not a clipped rating.
+    outside [0, 10] (``[[11]]``, ``[[-3]]``) gives None, not a clipped rating.
     """
     if not isinstance(reply, str) or not reply:
         return None
@@ -101,13 +142,15 @@ def parse_rating(reply: str) -> float | None:
 
 
 class LLMJudge:
-    """Ratings from 1 to 10 of answers to questions, by a chat model, cached on disk.
+    """Ratings from 0 to 10 (Appendix C.2) of answers to questions, by a chat model, cached on disk.
 
     Args:
         backend: the judge model (`OpenAIBackend`, `TransformersBackend`, or your own `ChatBackend`).
         cache_path: the JSONL file replies are kept in; default
             ``cache_root()/"judge"/<hash of the back-end name>.jsonl``.
-        template: replaces `JUDGE_PROMPT`; needs exactly {question} and {answer}.
+        template: a name of `JUDGE_PROMPTS` (``paper``: the paper's Prompt 1, the default;
+            ``reworded``: the package's earlier wording) or a template text with exactly
+            {question} and {answer}. The judge keeps the text in ``self.template``.
         temperature: sampling temperature of the judge (0 = greedy, as MT-Bench).
         max_tokens: token budget of one reply (explanation and rating).
         max_workers: requests in flight at once (threads; requests are I/O bound).
@@ -118,7 +161,7 @@ class LLMJudge:
         self,
         backend: ChatBackend,
         cache_path: str | None = None,
-        template: str = JUDGE_PROMPT,
+        template: str = "paper",
         temperature: float = 0.0,
         max_tokens: int = 512,
         max_workers: int = 4,
@@ -126,7 +169,7 @@ class LLMJudge:
     ) -> None:
         if not isinstance(backend, ChatBackend):
             raise TypeError(f"backend must be a ChatBackend (e.g. OpenAIBackend), got {type(backend).__name__}")
-        check_judge_template(template)
+        template = judge_template(template)
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         for label, value in (("max_tokens", max_tokens), ("max_workers", max_workers)):
@@ -141,7 +184,7 @@ class LLMJudge:
         self._count_lock = threading.Lock()
 
     def rate(self, questions: list[str], answers: list[str]) -> list[float | None]:
-        """A rating in [1, 10] per (question, answer), in input order; None where the reply held none."""
+        """A rating in [0, 10] per (question, answer), in input order; None where the reply held none."""
         if len(questions) != len(answers):
             raise ValueError(f"got {len(questions)} questions but {len(answers)} answers")
         for label, texts in (("questions", questions), ("answers", answers)):
@@ -169,8 +212,9 @@ class LLMJudge:
         if unparsable:
             shown = ", ".join(map(str, unparsable[:20])) + (", ..." if len(unparsable) > 20 else "")
             first = " ".join(texts[unparsable[0]].split())
-            log.warning("judge: %d of %d replies hold no rating in [1, 10] (example index %s); the first reads %r",
-                        len(unparsable), len(texts), shown, first[:200] + ("..." if len(first) > 200 else ""))
+            log.warning("judge: %d of %d replies hold no rating in [%g, %g] (example index %s); the first reads %r",
+                        len(unparsable), len(texts), MIN_RATING, MAX_RATING, shown,
+                        first[:200] + ("..." if len(first) > 200 else ""))
         log.info("judge: %d answers, %d replies from the cache %s, %d new, %d refused",
                  len(texts), self.last_cache_hits, self.cache.path, self.last_requests, self.last_rejected)
         return ratings

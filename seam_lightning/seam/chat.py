@@ -109,7 +109,10 @@ class ChatRequestRejected(ChatBackendError):
 
 
 class ChatBackend(ABC):
-    """One prompt in (a single user message), one `Completion` out. Must be safe to call from several threads."""
+    """One prompt in (a user message, optionally after a system message), one `Completion` out.
+
+    Must be safe to call from several threads.
+    """
 
     @property
     @abstractmethod
@@ -117,8 +120,13 @@ class ChatBackend(ABC):
         """Identifies the model (and endpoint): completions are cached under it."""
 
     @abstractmethod
-    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None) -> Completion:
-        """The model's reply to ``prompt``; temperature 0 means greedy. Raises `ChatBackendError` on failure."""
+    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None,
+                 system: str | None = None) -> Completion:
+        """The model's reply to ``prompt``; temperature 0 means greedy. Raises `ChatBackendError` on failure.
+
+        ``system``: a system message sent before the prompt (None: none). Callers pass it only
+        when set, so back ends written before it existed keep working without it.
+        """
 
     @property
     def usage(self) -> Usage:
@@ -260,12 +268,13 @@ class OpenAIBackend(ChatBackend):
                 )
             return self._client
 
-    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None) -> Completion:
+    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None,
+                 system: str | None = None) -> Completion:
         import openai
 
         request = {
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": chat_messages(prompt, system),
             "temperature": temperature,
             "stream": False,
         }
@@ -341,6 +350,34 @@ class OpenAIBackend(ChatBackend):
         return Completion(text, prompt_tokens, completion_tokens)
 
 
+def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of one request: the system message when given, then the prompt as the user turn."""
+    user = {"role": "user", "content": prompt}
+    return [user] if system is None else [{"role": "system", "content": system}, user]
+
+
+def chat_text(tokenizer, prompt: str, system: str | None = None) -> str:
+    """The text a local model is given for one request, ready for generation.
+
+    With a chat template: the system and user turns through it, plus the generation
+    prompt. A template that refuses a system turn (Gemma's) gets the system message
+    folded into the user turn, a blank line apart; so does a tokenizer without a
+    template, which gets the plain text.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return prompt if system is None else f"{system}\n\n{prompt}"
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(chat_messages(prompt, system), tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        if system is None:
+            raise
+        log.info("the chat template refuses a system turn; sending the system message inside the user turn")
+        return tokenizer.apply_chat_template(chat_messages(f"{system}\n\n{prompt}"), tokenize=False,
+                                             add_generation_prompt=True)
+
+
 def _describe(error: Exception) -> str:
     status = getattr(error, "status_code", None)
     return f"HTTP {status}" if status is not None else f"{type(error).__name__}: {error}"
@@ -354,8 +391,9 @@ def _server_message(e) -> str:
 class TransformersBackend(ChatBackend):
     """Replies sampled from a local causal LM (offline; loaded on first use).
 
-    The prompt goes through the tokenizer's chat template as one user turn (plain
-    text if it has none). Temperature 0 is greedy decoding; otherwise plain
+    The prompt goes through the tokenizer's chat template as one user turn, after
+    the system turn when a system message is given (plain text if it has no
+    template; see `chat_text`). Temperature 0 is greedy decoding; otherwise plain
     temperature sampling (no top-k/top-p). The token budget per reply is the
     caller's ``max_tokens``.
 
@@ -391,7 +429,8 @@ class TransformersBackend(ChatBackend):
         self._tokenizer = load_tokenizer(self.model_name)
         self._model = load_policy(self.model_name, dtype=self.dtype).to(self.device).eval()
 
-    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None) -> Completion:
+    def complete(self, prompt: str, *, temperature: float, max_tokens: int, seed: int | None = None,
+                 system: str | None = None) -> Completion:
         import torch
 
         if temperature < 0:
@@ -399,12 +438,10 @@ class TransformersBackend(ChatBackend):
         with self._lock:
             self._load()
             tok, model = self._tokenizer, self._model
-            if getattr(tok, "chat_template", None):
-                text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                               add_generation_prompt=True)
-                ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            else:
-                ids = tok(prompt, return_tensors="pt")["input_ids"]
+            text = chat_text(tok, prompt, system)
+            # A chat template writes its own special tokens; plain text gets the tokenizer's.
+            special = not getattr(tok, "chat_template", None)
+            ids = tok(text, add_special_tokens=special, return_tensors="pt")["input_ids"]
             ids = ids.to(self.device)
             # The model's own generation defaults (EOS, penalties), with our sampling knobs only.
             config = copy.deepcopy(model.generation_config)

@@ -15,11 +15,22 @@ log = logging.getLogger(__name__)
 
 
 def completion_key(backend: str, prompt: str, temperature: float, max_tokens: int, round_index: int,
-                   seed: int | None = None) -> str:
-    """sha256 of what determines a reply. The round index is in it, so asking again for the rest is cached too."""
+                   seed: int | None = None, *, system: str | None = None, answer_index: int | None = None) -> str:
+    """sha256 of what determines a reply. The round index is in it, so asking again for the rest is cached too.
+
+    ``system``: the system message sent with the prompt. ``answer_index``: which of the
+    separate one-answer requests for the same prompt this is (``LLMSource(requests="per_answer")``),
+    so that N such requests are N cache entries, each found again on a rerun. Seed, system
+    message and answer index enter the key only when set, so the keys of requests without
+    them stay as they were.
+    """
     parts = [backend, prompt, float(temperature), int(max_tokens), int(round_index)]
-    if seed is not None:  # only when set, so unseeded keys stay as they were
+    if seed is not None:
         parts.append(int(seed))
+    if system is not None:
+        parts.append({"system": system})
+    if answer_index is not None:
+        parts.append({"per_answer": int(answer_index)})
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

@@ -3,11 +3,22 @@
 import json
 import logging
 import random
+import re
+from pathlib import Path
 
 import pytest
 
 from openai_server import MODEL, Failure, FakeOpenAI
-from seam_lightning.eval.judge import JUDGE_PROMPT, LLMJudge, check_judge_template, parse_rating, render_judge_prompt
+from seam_lightning.eval.judge import (
+    JUDGE_PROMPT,
+    JUDGE_PROMPTS,
+    PAPER_JUDGE_PROMPT,
+    REWORDED_JUDGE_PROMPT,
+    LLMJudge,
+    check_judge_template,
+    parse_rating,
+    render_judge_prompt,
+)
 from seam_lightning.seam.chat import OpenAIBackend
 
 QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?", "Name a prime."]
@@ -33,6 +44,14 @@ def _no_real_key(monkeypatch):
     ("[[6 out of 10]]", 6.0),
     ("[[10]]", 10.0),
     ("[[1]]", 1.0),
+    ("[[0]]", 0.0),  # Appendix C.2: scores range from 0 to 10
+    ("[[ 0 ]]", 0.0),
+    ("[[0.5]]", 0.5),
+    ("[[0/10]]", 0.0),
+    ("Off topic. Rating: [[0]]", 0.0),
+    ("Rating: 0", 0.0),
+    ("0/10", 0.0),
+    ("Useless, 0 out of 10.", 0.0),
     ("[[10.0]]", 10.0),
     ("The answer is correct and complete.\n\nRating: [[8]]", 8.0),
     ("Rating: [[8]] because it is fine.", 8.0),
@@ -53,10 +72,11 @@ def test_ratings_are_read(reply, rating):
 
 
 @pytest.mark.parametrize("reply", [
-    "", "   ", "[[]]", "[[ ]]", "[[ten]]", "[[seven/10]]", "[[11]]", "[[0]]", "[[-3]]", "[[0.5]]", "[[10.5]]",
+    "", "   ", "[[]]", "[[ ]]", "[[ten]]", "[[seven/10]]", "[[11]]", "[[-3]]", "[[-0]]", "[[-0.5]]", "[[10.5]]",
     "[[1e3]]", "[[nan]]", "[[inf]]", "[[7/5]]", "[[7", "7]]", "[7]",
-    "Rating: 0", "rating: 12", "17/100", "0/10", "11/10",
+    "Rating: -1", "rating: 12", "17/100", "-0/10", "11/10",
     "I cannot rate this answer.", "Please rate the answer on a scale of 1 to 10.",
+    "Please rate the answer on a scale of 0 to 10.", "My rating: 0-10 is the scale.",
     "ß∂ƒ©˙∆˚¬…æ «»“‘ 😀🙃 \x00\x1f\ud800", "[[٧]]", "[[７]]", "[[" * 100_000, "]]" * 100_000,
     "[[" + " " * 200_000, "1" * 200_000, "rating " * 50_000, "[[" + "9" * 5000 + "]]",
 ])
@@ -79,7 +99,7 @@ def test_never_raises_on_random_text():
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
         rating = parse_rating(text)
-        assert rating is None or 1.0 <= rating <= 10.0
+        assert rating is None or 0.0 <= rating <= 10.0
 
 
 # ----------------------------------------------------------------------------- the prompt
@@ -95,7 +115,7 @@ def test_prompt_asks_for_the_bracketed_rating():
 
 @pytest.mark.parametrize("template, message", [
     ("{question}", r"lacks the placeholder\(s\) \{answer\}"),
-    ("plain", r"lacks the placeholder\(s\) \{answer\}, \{question\}"),
+    ("plain text", r"lacks the placeholder\(s\) \{answer\}, \{question\}"),
     ("{question} {answer} {n}", r"unknown placeholder \{n\}"),
     ("{question} {answer} {", "not a valid format string"),
     ("{question} {answer!r}", "must be plain"),
@@ -107,6 +127,40 @@ def test_bad_templates_are_named(template, message):
         check_judge_template(template)
     with pytest.raises(ValueError, match=message):
         LLMJudge(OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1"), template=template)
+
+
+PAPER_PROMPT_1 = Path(__file__).with_name("paper_prompt_1.txt")
+"""Prompt 1 (paper Appendix C.1) copied character for character from paper.txt lines 342-348, one line per line."""
+
+
+def test_default_prompt_is_the_papers_prompt_1():
+    printed = PAPER_PROMPT_1.read_text(encoding="utf-8").removesuffix("\n")  # the file ends its last line
+    # The paper's own slots are the placeholders: filled with themselves, the prompt is the printed text.
+    assert render_judge_prompt(JUDGE_PROMPT, "{question}", "{answer}") == printed
+    assert JUDGE_PROMPTS["paper"] is JUDGE_PROMPT == PAPER_JUDGE_PROMPT
+    assert LLMJudge(OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1")).template == JUDGE_PROMPT
+
+
+def test_earlier_wording_by_name_and_unknown_names():
+    backend = OpenAIBackend(MODEL, base_url="http://127.0.0.1:9/v1")
+    judge = LLMJudge(backend, template="reworded")
+    assert judge.template is REWORDED_JUDGE_PROMPT is JUDGE_PROMPTS["reworded"]
+    prompt = render_judge_prompt(judge.template, "Q?", "A.")
+    assert "[Question]\nQ?\n\n[The Start of the Assistant's Answer]\nA.\n[The End of the Assistant's Answer]\n" in prompt
+    assert "1 to 10" in prompt and "Rating: [[5]]" in prompt
+    with pytest.raises(ValueError, match=r"no template named 'paperr'; the named ones are paper, reworded"):
+        LLMJudge(backend, template="paperr")
+
+
+def test_zero_is_a_rating_over_http_with_either_template(tmp_path):
+    verdicts = {"4": "Correct. Rating: [[10]]", "Shakespeare.": "Off topic and wrong. Rating: [[0]]"}
+    with FakeOpenAI(reply=lambda r: verdicts[re.search(r"Answer\]\s(.*?)\n", r["messages"][-1]["content"]).group(1)]) \
+            as server:
+        for name, template in JUDGE_PROMPTS.items():
+            judge = judge_for(server, tmp_path / name, template=name)
+            assert judge.rate(QUESTIONS[:2], ANSWERS[:2]) == [10.0, 0.0]
+            expected = [render_judge_prompt(template, q, a) for q, a in zip(QUESTIONS[:2], ANSWERS[:2])]
+            assert sorted(server.prompts[-2:]) == sorted(expected)
 
 
 def test_bad_arguments():
@@ -125,7 +179,8 @@ def test_bad_arguments():
 def scripted_reply(request: dict) -> str:
     """A verdict that depends on the answer inside the prompt: 'no idea' gets no rating at all."""
     prompt = request["messages"][-1]["content"]
-    answer = prompt.split("[The Start of the Assistant's Answer]\n")[1].split("\n[The End")[0]
+    # The paper's layout ("[The Start of Assistant's Answer] A\n\n[The End") or the reworded one.
+    answer = re.search(r"\[The Start of (?:the )?Assistant's Answer\]\s(.*?)\n+\[The End", prompt, re.DOTALL).group(1)
     verdicts = {"4": "Correct. Rating: [[9]]", "Shakespeare.": "Right but terse. [[ 6.5 ]]",
                 "no idea": "I refuse to grade this.", "7": "Fine, 7/10."}
     return verdicts[answer]

@@ -16,7 +16,12 @@ import time
 import pytest
 
 from openai_server import MODEL, Failure, FakeOpenAI, asked_n, numbered_reply, question_of
-from seam_lightning.seam.prompts import WORSE_ANSWERS_PROMPT, check_template, render_worse_answers_prompt
+from seam_lightning.seam.prompts import (
+    NUMBERED_WORSE_ANSWERS_PROMPT,
+    WORSE_ANSWERS_PROMPT,
+    check_template,
+    render_worse_answers_prompt,
+)
 from seam_lightning.seam.sources.base import CandidateStats
 from seam_lightning.seam.chat import ChatBackendError, ChatRequestRejected, OpenAIBackend, TransformersBackend
 from seam_lightning.seam.completion_cache import CompletionCache, completion_key
@@ -62,6 +67,13 @@ def source(server_or_backend, tmp_path, **kwargs) -> LLMSource:
 def test_prompt_renders_the_paper_prompt():
     prompt = render_worse_answers_prompt(None, "Q {with braces}?", "A }{", 5)
     assert prompt == WORSE_ANSWERS_PROMPT.format(question="Q {with braces}?", answer="A }{", n=5)
+    assert "[Question] Q {with braces}?\n\n[Answer]\n\nA }{\n\n" in prompt
+    assert "generate 5 distinct answers" in prompt and prompt.count("A }{") == 2  # both {answer} slots
+
+
+def test_prompt_renders_the_earlier_numbered_wording_by_name():
+    prompt = render_worse_answers_prompt("numbered", "Q {with braces}?", "A }{", 5)
+    assert prompt == NUMBERED_WORSE_ANSWERS_PROMPT.format(question="Q {with braces}?", answer="A }{", n=5)
     assert "[Question]\nQ {with braces}?\n[Answer]\nA }{\n" in prompt
     assert "Write 5 different answers" in prompt and "numbered list" in prompt
 
@@ -105,7 +117,7 @@ def test_answers_parsed_in_order(server, tmp_path):
     assert src.last_stats == CandidateStats(prompts=3, candidates=9, short=0, empty=0)
     assert len(server.requests) == 3 and src.last_requests == 3 and src.last_cache_hits == 0
     req = server.requests[0]
-    assert req["model"] == MODEL and req["temperature"] == 1.0 and req["max_tokens"] == 1024
+    assert req["model"] == MODEL and req["temperature"] == 1.0 and req["max_tokens"] == 102  # ceil(34 * 3)
     assert req.get("stream") in (False, None) and len(req["messages"]) == 1 and req["messages"][0]["role"] == "user"
 
 
@@ -124,7 +136,8 @@ def test_too_few_answers_asks_again_for_the_rest(tmp_path):
         assert out == [["wrong 1", "wrong 2", "wrong 100", "wrong 101", "wrong 102"]]
         assert calls == [5, 3]
         assert server.prompts[1] == render_worse_answers_prompt(None, QUESTIONS[0], GOLDEN[0], 3)
-        assert "Write 3 different answers" in server.prompts[1]
+        assert "generate 3 distinct answers" in server.prompts[1]
+        assert [r["max_tokens"] for r in server.requests] == [170, 102]  # the budget follows the answers asked for
 
 
 def test_rounds_are_bounded_and_deduplicated(tmp_path):
