@@ -4,9 +4,13 @@ The callback is an ordinary `lightning.Callback`. On its schedule (at fit start
 and after every ``every_n_epochs``-th epoch that another epoch follows) it builds
 candidates r* for each RL example (I, r) with its candidate source, scores them
 with :class:`SeamScorer`, and selects the ``fraction`` of prompts with the
-**largest** SEAM — the largest PM–RM discrepancy; ties break by example id. In
-``prune`` mode the selection leaves the RL loader; in ``augment`` mode it gets
-contrast-instruction examples in the SFT and preference sets (paper §8).
+**largest** SEAM — Eq. 2's value, the largest PM–RM discrepancy, i.e. the lowest
+seamlessness, which is what the paper filters (``order="smallest"`` takes the
+other end, for the ablation); ties break by example id. ``selection="perplexity"``
+ranks by the golden response's perplexity instead (the paper's §7 "LLaMa"
+baseline), ``"random"`` draws the fraction at random. In ``prune`` mode the
+selection leaves the RL loader; in ``augment`` mode it gets contrast-instruction
+examples in the SFT and preference sets (paper §8).
 
 Under DDP each rank scores its share of D_rl (records rank, rank + world, …), the
 results are gathered, and every rank takes the same decision from the same
@@ -33,14 +37,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
+from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.rl.generation import mix_seed
 from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.progress import ScoringProgress, example_key, model_fingerprint, run_fingerprint
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
-from seam_lightning.seam.selection import largest_seam, selection_size
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer, default_token_budget
+from seam_lightning.seam.perplexity import golden_perplexities
+from seam_lightning.seam.selection import select_fraction, selection_size
 from seam_lightning.seam.sources.base import CandidateSource
 from seam_lightning.seam.sources.contrast import ContrastSource
 
@@ -57,10 +63,22 @@ class SeamCallback(Callback):
             preference set, (I, chosen=r, rejected=r*) (paper §8). Augmented examples reach
             the next epoch's SFT/preference loader, are marked ``augmented`` and are saved
             in checkpoints.
-        fraction: share of D_rl selected (the largest SEAM values; paper: 0.2).
-        selection: ``"seam"`` (the largest SEAM); ``"random"``, the same fraction drawn at
-            random (the paper's baseline; nothing is scored); ``"all"``, every prompt (full
-            augmentation; augment mode only).
+        fraction: share of D_rl selected (paper: 0.2; App. E.1 varies it from 0.1 to 0.8).
+        selection: ``"seam"``, ranked by SEAM; ``"perplexity"``, ranked by the perplexity of the
+            golden response under ``perplexity_model`` (the paper's §7 "LLaMa" baseline, which
+            filters the highest perplexity; prune mode only); ``"random"``, the same fraction
+            drawn at random (the paper's baseline; nothing is scored); ``"all"``, every prompt
+            (full augmentation; augment mode only).
+        order: which end of the ranking ``"seam"``/``"perplexity"`` selection takes.
+            ``"largest"`` (default): the largest values. For SEAM these are the largest Eq. 2
+            values — the largest PM–RM discrepancy, i.e. the *lowest seamlessness*, the
+            "low-SEAM data" the paper filters (§7, App. E); for perplexity, the highest
+            perplexity (§7). ``"smallest"``: the smallest values, for the ablation that tests
+            that reading. Ties break by example id (smaller first) in both orders.
+        perplexity_model: the language model of ``selection="perplexity"`` (a path, hub name or
+            ``bundled:`` name, loaded with its own tokenizer and ``dtype``/``attn_implementation``;
+            the paper used LLaMa2-7B). Default: the policy SEAM would use (see ``policy``: π_SFT,
+            i.e. ``reference_policy`` or the module's reference, or the module's current policy).
         num_candidates: candidates per prompt, N (paper: 30).
         every_n_epochs: rescore after every n-th training epoch (0: only at fit start);
             needs ``Trainer(reload_dataloaders_every_n_epochs=1)`` so the next epoch sees the change.
@@ -95,7 +113,9 @@ class SeamCallback(Callback):
         source: CandidateSource,
         mode: Literal["prune", "augment"] = "prune",
         fraction: float = 0.2,
-        selection: Literal["seam", "random", "all"] = "seam",
+        selection: Literal["seam", "perplexity", "random", "all"] = "seam",
+        order: Literal["largest", "smallest"] = "largest",
+        perplexity_model: str | None = None,
         num_candidates: int = 30,
         every_n_epochs: int = 1,
         at_fit_start: bool = True,
@@ -117,10 +137,19 @@ class SeamCallback(Callback):
     ):
         if mode not in ("prune", "augment"):
             raise ValueError(f"SeamCallback mode must be 'prune' or 'augment', got {mode!r}")
-        if selection not in ("seam", "random", "all"):
-            raise ValueError(f"selection must be 'seam', 'random' or 'all', got {selection!r}")
+        if selection not in ("seam", "perplexity", "random", "all"):
+            raise ValueError(f"selection must be 'seam', 'perplexity', 'random' or 'all', got {selection!r}")
         if selection == "all" and mode == "prune":
             raise ValueError("selection='all' would prune every RL prompt; it is for mode='augment'")
+        if selection == "perplexity" and mode == "augment":
+            raise ValueError("selection='perplexity' is the paper's data-selection baseline (§7, pruning); "
+                             "augmentation (§8) compares SEAM with 'random' and 'all': use mode='prune'")
+        if order not in ("largest", "smallest"):
+            raise ValueError(f"order must be 'largest' or 'smallest', got {order!r}")
+        if order != "largest" and selection not in ("seam", "perplexity"):
+            raise ValueError(f"order={order!r} ranks scores, but selection={selection!r} scores nothing")
+        if perplexity_model is not None and selection != "perplexity":
+            raise ValueError(f"perplexity_model is used only by selection='perplexity' (selection={selection!r})")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if augmentations_per_prompt < 1:
@@ -138,6 +167,8 @@ class SeamCallback(Callback):
         self.mode = mode
         self.fraction = fraction
         self.selection = selection
+        self.order = order
+        self.perplexity_model = perplexity_model
         self.num_candidates = num_candidates
         self.every_n_epochs = every_n_epochs
         self.at_fit_start = at_fit_start
@@ -158,6 +189,7 @@ class SeamCallback(Callback):
         self.seed = seed
         self._loaded: dict[str, Any] = {}
         # State saved in checkpoints (the augmented examples live in the data module's state).
+        # `scores`: the values the latest selection ranked (SEAM, or perplexity with selection="perplexity").
         self.scores: dict[int, float] = {}
         self.active_ids: list[int] | None = None
         self.selected_ids: list[int] = []
@@ -202,10 +234,11 @@ class SeamCallback(Callback):
     # -- scoring ----------------------------------------------------------------------------
 
     def rescore(self, trainer: Trainer, pl_module: LightningModule, for_epoch: int = 0) -> list[SeamResult]:
-        """Score all of D_rl, select the largest-SEAM fraction, prune or augment, log and write the scores.
+        """Score all of D_rl, select the ``fraction`` (``order`` end), prune or augment, log and write the scores.
 
         ``for_epoch`` is the epoch that will train on the new selection; it names the scores file.
-        Returns the SEAM results (none with ``selection="random"``/``"all"``, which score nothing).
+        Returns the SEAM results (none with ``selection="perplexity"``/``"random"``/``"all"``; the
+        perplexities are in ``scores``).
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
@@ -214,7 +247,10 @@ class SeamCallback(Callback):
         if self.selection == "seam":
             results = self._score(trainer, pl_module, records)
             self.scores = {r.id: r.seam for r in results}
-            selected = largest_seam(self.scores, self.fraction)
+            selected = select_fraction(self.scores, self.fraction, self.order, what="SEAM score")
+        elif self.selection == "perplexity":
+            self.scores = self._perplexities(trainer, pl_module, records)
+            selected = select_fraction(self.scores, self.fraction, self.order, what="perplexity")
         elif self.selection == "random":
             ids = sorted(r.id for r in records)
             rng = random.Random(mix_seed(self.seed, self.rescorings))
@@ -225,6 +261,8 @@ class SeamCallback(Callback):
         previous, self.selected_ids = set(self.selected_ids), selected
         chosen = set(selected)
         metrics = self._metrics(results, chosen, previous)
+        if self.selection == "perplexity":
+            metrics.update(_summary("perplexity", self.scores.values()))
         if self.mode == "prune":
             self.active_ids = sorted({r.id for r in records} - chosen)
             datamodule.set_active_rl_ids(self.active_ids)
@@ -237,7 +275,8 @@ class SeamCallback(Callback):
             logger.log_metrics(metrics, step=trainer.global_step)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         action = "pruned" if self.mode == "prune" else "augmented"
-        how = "with the largest SEAM" if self.selection == "seam" else f"({self.selection} selection)"
+        ranked = {"seam": "SEAM", "perplexity": "golden-response perplexity"}.get(self.selection)
+        how = f"with the {self.order} {ranked}" if ranked else f"({self.selection} selection)"
         summary = f"[SeamCallback] {action} {len(chosen)} of {len(records)} RL prompts {how}"
         if results:
             summary += (f" (mean SEAM {metrics['seam/mean']:.4g}, RM misjudgement rate "
@@ -303,6 +342,38 @@ class SeamCallback(Callback):
         if [r.id for r in results] != [r.id for r in records]:
             raise RuntimeError("SeamCallback: the gathered scores do not cover D_rl exactly once")
         return results
+
+    def _perplexities(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> dict[int, float]:
+        """Golden-response perplexity of every record (§7's baseline), in record order.
+
+        As in :meth:`_score`, this rank computes its share (records rank, rank + world, …) and
+        the shares are gathered, so every rank holds the same numbers and selects the same ids.
+        """
+        datamodule = _datamodule(trainer)
+        mine = records[trainer.global_rank::trainer.world_size]
+        with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context():
+            # Formatted and truncated exactly as the data module formats training data.
+            formatter = PromptFormatter(tokenizer, datamodule.max_instruction_tokens, datamodule.max_response_tokens)
+            budget = self.token_budget or default_token_budget(next(model.parameters()).device)
+            examples = [(r.id, r.text["instruction"], r.text["response"]) for r in mine]
+            values = golden_perplexities(model, formatter, examples, budget,
+                                         progress=self.progress and trainer.is_global_zero)
+        everyone = {i: v for part in _all_gather_objects(trainer, values) for i, v in part.items()}
+        if sorted(everyone) != sorted(r.id for r in records):
+            raise RuntimeError("SeamCallback: the gathered perplexities do not cover D_rl exactly once")
+        return {r.id: everyone[r.id] for r in records}
+
+    @contextmanager
+    def _perplexity_model(self, pl_module: LightningModule) -> Iterator[tuple[torch.nn.Module, Any]]:
+        """(model, tokenizer) of ``selection="perplexity"``: ``perplexity_model``, else the policy SEAM uses."""
+        if self.perplexity_model is None:
+            with self._policy_model(pl_module) as model:
+                yield model, self._tokenizer(pl_module)
+            return
+        model = self._load("perplexity", partial(load_policy, dtype=self.dtype,
+                                                 attn_implementation=self.attn_implementation),
+                           self.perplexity_model, pl_module)
+        yield model, self._load("perplexity_tokenizer", load_tokenizer, self.perplexity_model, None)
 
     def _prepare_sources(self, trainer: Trainer) -> None:
         """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them."""
@@ -468,6 +539,15 @@ def _all_gather_objects(trainer: Trainer, obj: Any) -> list[Any]:
     gathered: list[Any] = [None] * trainer.world_size
     torch.distributed.all_gather_object(gathered, obj)
     return gathered
+
+
+def _summary(name: str, values) -> dict[str, float]:
+    """Mean, median, 90% quantile and maximum of ``values`` as ``<name>/mean`` etc."""
+    x = torch.tensor(list(values), dtype=torch.float64)
+    if not len(x):
+        return {}
+    return {f"{name}/mean": x.mean().item(), f"{name}/q50": x.quantile(0.5).item(),
+            f"{name}/q90": x.quantile(0.9).item(), f"{name}/max": x.max().item()}
 
 
 def _check_same_on_every_rank(trainer: Trainer, selected: list[int]) -> None:

@@ -136,6 +136,10 @@ def test_scoring_progress_is_reused_by_a_rerun_with_the_same_models(tiny_model_d
     ({"mode": "grow"}, "mode must be"),
     ({"chunk_size": 0}, "chunk_size"),
     ({"augmentations_per_prompt": 0}, "augmentations_per_prompt"),
+    ({"order": "middle"}, "order must be 'largest' or 'smallest'"),
+    ({"selection": "random", "order": "smallest"}, "scores nothing"),
+    ({"selection": "perplexity", "mode": "augment"}, r"data-selection baseline \(§7, pruning\)"),
+    ({"perplexity_model": "bundled:x"}, "only by selection='perplexity'"),
 ])
 def test_bad_settings_are_rejected_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -181,3 +185,45 @@ def test_augment_mode_in_a_reward_model_run_trains_on_the_new_pairs(tiny_model_d
     written = (tmp_path / "augmented" / "preference.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in written] == [r.text for r in added]
     assert len((tmp_path / "augmented" / "sft.jsonl").read_text().splitlines()) == len(dm.added["sft"]) >= 1
+
+
+@pytest.mark.parametrize("order", ["largest", "smallest"])
+def test_seam_order_selects_that_end_of_the_scores(tiny_model_dir, rl_data, tmp_path, order):
+    path, table = rl_data
+    torch.manual_seed(0)
+    callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=2, every_n_epochs=0, order=order,
+                            reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+    module = RLConsumer(str(tiny_model_dir))
+    _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(module, datamodule=_datamodule(path))
+    sign = -1 if order == "largest" else 1
+    assert callback.pruned_ids == sorted(callback.scores, key=lambda i: (sign * callback.scores[i], i))[:3]
+    assert sorted(module.seen[0]) == callback.active_ids == sorted(set(range(10)) - set(callback.pruned_ids))
+
+
+@pytest.mark.parametrize("which, order", [("reference", "largest"), ("perplexity_model", "largest"),
+                                          ("perplexity_model", "smallest")])
+def test_perplexity_selection_prunes_the_golden_responses_with_the_highest_perplexity(
+        tiny_model_dir, tmp_path, which, order):
+    """Paper §7's "LLaMa" baseline: the pruned ids are the top perplexities of a plain transformers forward."""
+    from perplexity_reference import plain_perplexity, ranked, rl_rows, write_rl
+    from tiny import build_tiny_model_dir
+    from transformers import AutoModelForCausalLM
+
+    path = write_rl(tmp_path / "data", 10)
+    # Another tiny model (other weights, same tokenizer): perplexity_model must be the one used.
+    other = build_tiny_model_dir(tmp_path / "other", seed=1)
+    lm_dir = other if which == "perplexity_model" else tiny_model_dir
+    source = ListSource({})
+    callback = SeamCallback(source, fraction=0.3, selection="perplexity", order=order, every_n_epochs=0,
+                            reference_policy=str(tiny_model_dir), progress=False,
+                            perplexity_model=str(other) if which == "perplexity_model" else None)
+    module = RLConsumer(str(tiny_model_dir))
+    _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(module, datamodule=_datamodule(path))
+
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    expected = {i: plain_perplexity(lm, module.tokenizer, r["instruction"], r["response"])
+                for i, r in enumerate(rl_rows(10))}
+    assert callback.scores == pytest.approx(expected, rel=1e-4)
+    assert callback.pruned_ids == ranked(expected, 3, largest=order == "largest")  # most extreme first
+    assert sorted(module.seen[0]) == callback.active_ids == sorted(set(range(10)) - set(callback.pruned_ids))
+    assert source.calls == 0  # no SEAM candidates were built

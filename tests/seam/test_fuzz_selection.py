@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from seam_lightning.seam.selection import largest_seam, selection_size  # noqa: E402
+from seam_lightning.seam.selection import largest_seam, select_fraction, selection_size  # noqa: E402
 from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=200)
@@ -28,6 +28,27 @@ def test_largest_seam_picks_the_top_fraction_ties_by_id(scores, fraction, rnd):
     shuffled = list(scores.items())
     rnd.shuffle(shuffled)
     assert largest_seam(dict(shuffled), fraction) == picked  # insertion order never matters
+
+
+@FUZZ
+@given(scores, fractions, st.sampled_from(["largest", "smallest"]), st.randoms(use_true_random=False))
+def test_either_order_picks_its_end_ties_by_id(scores, fraction, order, rnd):
+    picked = select_fraction(scores, fraction, order)
+    sign = -1.0 if order == "largest" else 1.0
+    assert picked == sorted(scores, key=lambda i: (sign * scores[i], i))[: selection_size(len(scores), fraction)]
+    rest = set(scores) - set(picked)
+    assert all(sign * scores[p] <= sign * scores[r] for p in picked for r in rest)
+    shuffled = list(scores.items())
+    rnd.shuffle(shuffled)
+    assert select_fraction(dict(shuffled), fraction, order) == picked  # insertion order never matters
+
+
+@FUZZ
+@given(scores, fractions)
+def test_smallest_is_largest_of_the_negated_scores(scores, fraction):
+    negated = {i: -v for i, v in scores.items()}
+    assert select_fraction(scores, fraction, "smallest") == select_fraction(negated, fraction, "largest")
+    assert select_fraction(scores, fraction) == largest_seam(scores, fraction)  # "largest" is the default
 
 
 @FUZZ
