@@ -45,7 +45,7 @@ def build_source(name: str, args):
         return LLMSource(backend=TransformersBackend(model=args.llm_model), max_tokens=args.llm_max_tokens,
                          temperature=0.7, concurrency=1, progress=True)
     if name.startswith("adversarial:"):
-        # Attack the data's rejected responses first, then contrast candidates (paper, Appendix D.2).
+        # Attack contrast candidates first (paper §7.1), then the data's rejected responses (App. D.2).
         return AdversarialSource(reward_model=args.reward_model, attack=name.split(":", 1)[1],
                                  seeds=ContrastSource(corpus=DEMO_CORPUS),
                                  rejected=DataSource("demo://preference_train"), progress=True)

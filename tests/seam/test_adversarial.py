@@ -204,9 +204,9 @@ def test_deepwordbug_hacks_the_reward():
 
 
 @needs_wordnet
-@pytest.mark.parametrize("attack", ["pwws", "ga"])
+@pytest.mark.parametrize("attack", ["pwws", "ga", "iga"])
 def test_wordnet_attacks_hack_the_reward(attack):
-    # GA changes at most 20% of the words: one "wrong" in a 6-word answer.
+    # The GAs change at most 20% of the words: one "wrong" in a 6-word answer.
     seed = SEED if attack == "pwws" else "the result is wrong and four"
     src = source(attack, {"q": [seed]})
     [[adv]] = src.candidates(["q"], [GOLDEN], 1)
@@ -241,13 +241,19 @@ def test_seed_already_misjudged_is_kept_as_is():
     assert (s.already_misjudged, s.attacked, s.succeeded) == (1, 1, 1)
 
 
-def test_rejected_responses_are_attacked_first(tmp_path):
-    rejected = "the result is wrong and wrong"
+def preference_file(tmp_path, rejected):
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps({"instruction": "q", "chosen": GOLDEN, "rejected": rejected}) + "\n"
                     + json.dumps({"instruction": "other", "chosen": "x", "rejected": "y"}) + "\n")
+    return DataSource(str(path))
+
+
+def test_rejected_responses_are_attacked_first_with_rejected_first(tmp_path):
+    """The order before the paper's became the default: seed_order="rejected_first"."""
+    rejected = "the result is wrong and wrong"
     seeds = ListSource({"q": [SEED]})
-    src = AdversarialSource(seeds=seeds, rejected=DataSource(str(path)), progress=False).bind_function(hackable_reward)
+    src = AdversarialSource(seeds=seeds, rejected=preference_file(tmp_path, rejected), seed_order="rejected_first",
+                            progress=False).bind_function(hackable_reward)
     [[adv]] = src.candidates(["  q "], [GOLDEN], 1)  # whitespace differences still match
     assert len(adv.split()) == len(rejected.split()) and adv != rejected
     assert seeds.calls == 0  # the rejected response was enough
@@ -289,11 +295,11 @@ def test_missing_resources_raise_clear_errors(tmp_path):
         build_attack("bert-attack", RewardFunctionWrapper(hackable_reward), masked_lm=str(tmp_path / "no-model"))
     with pytest.raises(ValueError, match="unknown attack"):
         AdversarialSource(attack="hotflip", seeds=seeds)
-    with pytest.raises(ValueError, match="rejected=.*seeds="):
+    with pytest.raises(ValueError, match="seeds=.*ContrastSource.*rejected="):
         AdversarialSource()
     with pytest.raises(ValueError, match="no reward model"):
         AdversarialSource(seeds=seeds, progress=False).candidates(["q"], [GOLDEN], 1)
-    assert set(ATTACKS) == {"deepwordbug", "pwws", "ga", "bert-attack", "textfooler"}
+    assert set(ATTACKS) == {"deepwordbug", "pwws", "ga", "iga", "bert-attack", "textfooler"}
 
 
 def test_textfooler_with_a_local_embedding(tmp_path):

@@ -1,17 +1,34 @@
 """SEAM_Adv: candidates r* are worse responses perturbed by a textattack attack until the RM prefers them to r.
 
-For an RL example (I, r) the source takes worse responses for I ("seeds": the
-preference data's rejected responses first, then candidates of another source
-such as ``ContrastSource``) and attacks each one against the reward model:
-the goal is met when R(I∘r*) > R(I∘r) (paper §5.2, §7.1, App. D.2). Every
-success is a response the RM misjudges, which is exactly what SEAM measures.
+For an RL example (I, r) the source takes worse responses for I ("seeds") and
+attacks each one against the reward model: the goal is met when
+R(I∘r*) > R(I∘r) (paper §5.2). Every success is a response the RM misjudges,
+which is exactly what SEAM measures.
 
-A seed the RM already prefers to r is returned as it is, without an attack: it
-is a misjudgement already, and perturbing it would only make it less natural.
-Such seeds are counted apart (``AttackStats.already_misjudged``).
+Seeds, in the paper's setting first (``seed_order="seeds_first"``, the default):
 
-The attacks, the reward model wrapped as their victim and the goal function
-live in :mod:`seam_lightning.seam.attacks`.
+1. the candidates of the ``seeds`` source, which in the paper is SEAM_Contrast
+   (§7.1: "For SEAM_Adv, we employ SEAM_Contrast to perform adversarial attacks
+   on the reward model. For each instruction, we generate 30 adversarial
+   responses."): give ``seeds=ContrastSource(...)`` and ask for 30 candidates;
+2. then, only for prompts still short of seeds, the preference data's rejected
+   responses (``rejected=``), an optional extra. App. D.2 illustrates the
+   attacks on such pairs (r⁺, r⁻); ``seed_order="rejected_first"`` attacks them
+   first, this source's order before the paper's setting became the default.
+
+The attacks (the paper's Table 1 / App. D.2: GA, BERT-Attack, PWWS, TextFooler;
+KATG has no public implementation), the reward model wrapped as their victim
+and the goal function live in :mod:`seam_lightning.seam.attacks`, whose docs
+compare each recipe with textattack's.
+
+A seed the RM already prefers to r is a misjudgement already. By default it is
+returned as it is, without an attack (perturbing it would only make it less
+natural). With ``attack_misjudged=True`` it is attacked all the same: only a
+perturbed text then meets the goal, and the perturbation is kept only if the RM
+still prefers it to r; otherwise the seed is returned as it is. Either way such
+seeds are counted apart (``AttackStats.already_misjudged``, and with the option
+``misjudged_attacked`` / ``misjudged_perturbed``), per call, in
+``last_attack_stats`` and the log.
 
 Each attack is seeded from (seed, I, r, seed response), with the global
 ``random``/NumPy/torch generators restored afterwards, so results do not
@@ -27,7 +44,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Literal, NamedTuple, Sequence, get_args
 
 import numpy as np
 import torch
@@ -37,19 +54,22 @@ from transformers import PreTrainedTokenizerBase
 
 from seam_lightning.data.records import DataSource, load_records
 from seam_lightning.seam.attacks import (
-    ATTACKS,
     AttackName,
     RewardFunction,
     RewardFunctionWrapper,
     RewardModelWrapper,
     RewardWrapper,
     build_attack,
+    check_attack_name,
     check_attack_resources,
 )
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
 from seam_lightning.seam.textattack_setup import setup_textattack
 
 log = logging.getLogger(__name__)
+
+SeedOrder = Literal["seeds_first", "rejected_first"]
+SEED_ORDERS: tuple[str, ...] = get_args(SeedOrder)
 
 
 # -- the source ---------------------------------------------------------------------------------
@@ -59,12 +79,16 @@ log = logging.getLogger(__name__)
 class AttackStats:
     """What the attacks of one `AdversarialSource.candidates` call did.
 
-    seeds: distinct worse responses gathered (rejected + seed source); attacked: attacks run;
-    succeeded / failed: their outcomes (failed = query budget spent or search exhausted);
-    already_misjudged: seeds the RM already preferred to r, returned as they are (no attack);
-    no_seed: prompts that had no seed at all; duplicates: results dropped because the prompt
-    already had the same text (or it equals r); queries: RM queries of the attacks.
-    Invariants: attacked = succeeded + failed; candidates = succeeded + already_misjudged − duplicates.
+    seeds: distinct worse responses gathered (seed source + rejected); attacked: attacks run on
+    seeds the RM did not already prefer to r; succeeded / failed: their outcomes (failed = query
+    budget spent or search exhausted); already_misjudged: seeds the RM already preferred to r,
+    each returned once (as it is, or perturbed with ``attack_misjudged``); misjudged_attacked:
+    those attacked all the same (``attack_misjudged=True``; else 0); misjudged_perturbed: those
+    returned perturbed (the RM still preferred the perturbation to r); no_seed: prompts that had
+    no seed at all; duplicates: results dropped because the prompt already had the same text (or
+    it equals r); queries: RM queries of all attacks.
+    Invariants: attacked = succeeded + failed; misjudged_perturbed <= misjudged_attacked <=
+    already_misjudged; candidates = succeeded + already_misjudged − duplicates.
     """
 
     prompts: int
@@ -77,6 +101,8 @@ class AttackStats:
     duplicates: int
     queries: int
     seconds: float
+    misjudged_attacked: int = 0
+    misjudged_perturbed: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -100,23 +126,48 @@ def _seeded(key: str) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
+class _Outcome(NamedTuple):
+    """What one attack on one seed gave.
+
+    kind: "succeeded", "failed" or "already_misjudged" (the RM preferred the seed to r before
+    any perturbation); text: the response to keep (None after a failure); queries: RM queries;
+    attacked: an already-misjudged seed was attacked all the same; perturbed: and the text kept
+    is its perturbation.
+    """
+
+    kind: str
+    text: str | None
+    queries: int
+    attacked: bool = False
+    perturbed: bool = False
+
+
 class AdversarialSource(CandidateSource):
     """SEAM_Adv candidates: worse responses attacked until the reward model prefers them to r.
+
+    The paper's setting (§7.1) is ``seeds=ContrastSource(...)`` with 30 candidates per prompt,
+    ``rejected`` left out; see the module docs for the seed order and already-misjudged seeds.
 
     Args:
         reward_model: RM name or path (``bundled:...``, hub id, local folder), loaded on first use
             with ``load_reward_model``; leave None to attack the run's RM (``SeamCallback`` offers it
             through :meth:`use_reward_model`) or one given to :meth:`bind`.
-        attack: recipe name (see the module docs for what each needs offline).
-        seeds: where worse responses to attack come from (e.g. a ``ContrastSource``).
+        attack: recipe name (see :mod:`seam_lightning.seam.attacks` for each one, how it follows
+            textattack's recipe and what it needs offline); "katg" raises: no public implementation.
+        seeds: where worse responses to attack come from; the paper's is SEAM_Contrast (``ContrastSource``).
         rejected: preference data (fields ``instruction`` and ``rejected``, mapped through
-            ``rejected.fields``); the rejected responses of an instruction are attacked first.
-        seeds_per_prompt: seeds tried per prompt (rejected first); default num_candidates.
-            More seeds than candidates make up for failed attacks.
+            ``rejected.fields``): its rejected responses of an instruction are further seeds.
+        seed_order: "seeds_first" (default, the paper's §7.1): the seed source's candidates, then
+            rejected responses for prompts still short of seeds; "rejected_first": rejected
+            responses first (this source's order before), then the seed source's.
+        seeds_per_prompt: seeds tried per prompt; default num_candidates. More seeds than
+            candidates make up for failed attacks.
+        attack_misjudged: also attack seeds the RM already prefers to r, keeping a perturbation
+            only if the RM still prefers it (default False: such seeds are returned as they are).
         query_budget: RM queries per attacked seed (None = unlimited).
         max_instruction_tokens, max_response_tokens: formatting limits, as the data module's.
-        masked_lm: local masked LM for ``bert-attack``.
-        embedding: word-vector text file for ``textfooler`` (and ``ga``: embedding swaps
+        masked_lm: local masked LM (a folder with a trained MLM head) for ``bert-attack``.
+        embedding: word-vector text file for ``textfooler`` (and ``ga`` / ``iga``: embedding swaps
             instead of WordNet synonyms).
         token_budget: tokens per RM forward pass (default: the device's).
         seed: base seed of the attacks' random choices.
@@ -130,7 +181,9 @@ class AdversarialSource(CandidateSource):
         attack: AttackName = "deepwordbug",
         seeds: CandidateSource | None = None,
         rejected: DataSource | None = None,
+        seed_order: SeedOrder = "seeds_first",
         seeds_per_prompt: int | None = None,
+        attack_misjudged: bool = False,
         query_budget: int | None = 200,
         max_instruction_tokens: int = 128,
         max_response_tokens: int = 192,
@@ -141,11 +194,12 @@ class AdversarialSource(CandidateSource):
         device: str | None = None,
         progress: bool = True,
     ) -> None:
-        if attack not in ATTACKS:
-            raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+        check_attack_name(attack)
         if seeds is None and rejected is None:
-            raise ValueError("AdversarialSource needs responses to attack: give rejected=<preference data> "
-                             "and/or seeds=<a CandidateSource, e.g. ContrastSource>")
+            raise ValueError("AdversarialSource needs responses to attack: give seeds=<a CandidateSource, e.g. "
+                             "ContrastSource (the paper's §7.1)> and/or rejected=<preference data>")
+        if seed_order not in SEED_ORDERS:
+            raise ValueError(f"seed_order must be one of {', '.join(SEED_ORDERS)}, got {seed_order!r}")
         for name, value in (("seeds_per_prompt", seeds_per_prompt), ("query_budget", query_budget),
                             ("token_budget", token_budget)):
             if value is not None and value < 1:
@@ -156,7 +210,8 @@ class AdversarialSource(CandidateSource):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         check_attack_resources(attack, masked_lm, embedding)  # fail at configuration time, not hours later
         self.reward_model, self.attack, self.seeds, self.rejected = reward_model, attack, seeds, rejected
-        self.seeds_per_prompt, self.query_budget = seeds_per_prompt, query_budget
+        self.seed_order, self.seeds_per_prompt, self.query_budget = seed_order, seeds_per_prompt, query_budget
+        self.attack_misjudged = bool(attack_misjudged)
         self.max_instruction_tokens, self.max_response_tokens = max_instruction_tokens, max_response_tokens
         self.masked_lm, self.embedding, self.token_budget = masked_lm, embedding, token_budget
         self.seed, self.device, self.progress = seed, device, progress
@@ -224,12 +279,13 @@ class AdversarialSource(CandidateSource):
 
             self._window = MaxWordIndexModification(max_length=2**62)
             self._attack = build_attack(self.attack, self._wrapper, self.query_budget, self.masked_lm, self.embedding,
-                                        constraints=[self._window])
+                                        constraints=[self._window], require_perturbation=self.attack_misjudged)
 
     # -- candidates --------------------------------------------------------------------------
 
     def candidates(self, instructions: list[str], responses: list[str], num_candidates: int) -> list[list[str]]:
-        """Up to num_candidates successful adversarial responses per example (plus seeds already misjudged)."""
+        """Up to num_candidates responses per example that the RM prefers to r: successful attacks
+        and already-misjudged seeds (as they are, or perturbed with ``attack_misjudged``)."""
         check_request(instructions, responses, num_candidates)
         self.prepare()
         if self._wrapper is None:
@@ -237,29 +293,14 @@ class AdversarialSource(CandidateSource):
                              "use it in a SeamCallback (which offers its RM) or call bind(model, tokenizer) first")
         start = time.perf_counter()
         seeds = self._gather_seeds(instructions, responses, self.seeds_per_prompt or num_candidates)
-        counts = dict.fromkeys(("attacked", "succeeded", "failed", "already_misjudged", "duplicates", "queries"), 0)
+        counts = dict.fromkeys(("attacked", "succeeded", "failed", "already_misjudged", "misjudged_attacked",
+                                "misjudged_perturbed", "duplicates", "queries"), 0)
         results: list[list[str]] = []
         bar = tqdm(total=len(instructions), disable=not self.progress, desc=f"SEAM_Adv ({self.attack})", unit="prompt")
         try:
             for instruction, golden, prompt_seeds in zip(instructions, responses, seeds):
                 self._wrapper.set_instruction(instruction)
-                found: list[str] = []
-                seen = {normalise_whitespace(golden)}
-                for seed_text in prompt_seeds:
-                    if len(found) == num_candidates:
-                        break
-                    outcome, text, queries = self._attack_one(instruction, golden, seed_text)
-                    counts[outcome] += 1
-                    counts["attacked"] += outcome != "already_misjudged"
-                    counts["queries"] += queries
-                    if text is None:
-                        continue
-                    if normalise_whitespace(text) in seen:
-                        counts["duplicates"] += 1
-                    else:
-                        seen.add(normalise_whitespace(text))
-                        found.append(text)
-                results.append(found)
+                results.append(self._attack_prompt(instruction, golden, prompt_seeds, num_candidates, counts))
                 bar.update(1)
                 bar.set_postfix(succeeded=counts["succeeded"], failed=counts["failed"])
         finally:
@@ -270,37 +311,80 @@ class AdversarialSource(CandidateSource):
             prompts=len(instructions), seeds=sum(len(s) for s in seeds), no_seed=sum(not s for s in seeds),
             seconds=time.perf_counter() - start, **counts,
         )
-        _log_stats(self.attack, self.last_stats, self.last_attack_stats, num_candidates)
+        _log_stats(self.attack, self.last_stats, self.last_attack_stats, num_candidates, self.attack_misjudged)
         return results
 
+    def _attack_prompt(self, instruction: str, golden: str, prompt_seeds: list[str], num_candidates: int,
+                       counts: dict[str, int]) -> list[str]:
+        """Attack one prompt's seeds in order until num_candidates distinct results; tally into ``counts``."""
+        found: list[str] = []
+        seen = {normalise_whitespace(golden)}
+        for seed_text in prompt_seeds:
+            if len(found) == num_candidates:
+                break
+            outcome = self._attack_one(instruction, golden, seed_text)
+            counts[outcome.kind] += 1
+            counts["attacked"] += outcome.kind != "already_misjudged"
+            counts["misjudged_attacked"] += outcome.attacked
+            counts["misjudged_perturbed"] += outcome.perturbed
+            counts["queries"] += outcome.queries
+            if outcome.text is None:
+                continue
+            key = normalise_whitespace(outcome.text)
+            if key in seen:
+                counts["duplicates"] += 1
+            else:
+                seen.add(key)
+                found.append(outcome.text)
+        return found
+
     def _gather_seeds(self, instructions: list[str], responses: list[str], limit: int) -> list[list[str]]:
-        """Per prompt up to ``limit`` distinct worse responses: rejected ones first, then the seed source's."""
-        out = []
-        for instruction, golden in zip(instructions, responses):
-            rejected = (self._rejected or {}).get(normalise_whitespace(instruction), [])
-            out.append(_distinct(rejected, {normalise_whitespace(golden)}, limit))
-        need = [i for i, s in enumerate(out) if len(s) < limit]
-        if self.seeds is not None and need:
-            more = self.seeds.candidates([instructions[i] for i in need], [responses[i] for i in need], limit)
+        """Per prompt up to ``limit`` distinct worse responses, from the providers in ``seed_order``;
+        a later provider is asked only for prompts still short of seeds."""
+        out: list[list[str]] = [[] for _ in instructions]
+        for provider in self._seed_providers():
+            need = [i for i, s in enumerate(out) if len(s) < limit]
+            if not need:
+                break
+            more = provider([instructions[i] for i in need], [responses[i] for i in need], limit)
             for i, extra in zip(need, more):
                 taken = {normalise_whitespace(s) for s in out[i]} | {normalise_whitespace(responses[i])}
                 out[i] += _distinct(extra, taken, limit - len(out[i]))
         return out
 
-    def _attack_one(self, instruction: str, golden: str, seed_text: str) -> tuple[str, str | None, int]:
-        """(outcome, text to keep or None, RM queries) of one attack on ``seed_text``."""
+    def _seed_providers(self) -> list[Callable[[list[str], list[str], int], list[list[str]]]]:
+        """The configured seed providers, in ``seed_order``."""
+        providers = {"seeds": self._source_seeds if self.seeds is not None else None,
+                     "rejected": self._rejected_seeds if self.rejected is not None else None}
+        order = ("seeds", "rejected") if self.seed_order == "seeds_first" else ("rejected", "seeds")
+        return [providers[name] for name in order if providers[name] is not None]
+
+    def _source_seeds(self, instructions: list[str], responses: list[str], limit: int) -> list[list[str]]:
+        """The seed source's candidates (the paper's: SEAM_Contrast)."""
+        return self.seeds.candidates(instructions, responses, limit)
+
+    def _rejected_seeds(self, instructions: list[str], responses: list[str], limit: int) -> list[list[str]]:
+        """The preference data's rejected responses of each instruction (matched by normalised text)."""
+        table = self._rejected or {}
+        return [table.get(normalise_whitespace(instruction), []) for instruction in instructions]
+
+    def _attack_one(self, instruction: str, golden: str, seed_text: str) -> _Outcome:
+        """Attack ``seed_text`` against the golden response ``golden``."""
         from textattack.attack_results import SkippedAttackResult, SuccessfulAttackResult
 
         visible = self._wrapper.visible_words(seed_text)
         self._window.max_length = 2**62 if visible is None else visible
         with _seeded(f"{self.seed}\0{instruction}\0{golden}\0{seed_text}"):
             result = self._attack.attack(seed_text, golden)
-        if isinstance(result, SkippedAttackResult):
-            return "already_misjudged", seed_text, result.original_result.num_queries
-        queries = result.perturbed_result.num_queries
-        if isinstance(result, SuccessfulAttackResult):
-            return "succeeded", result.perturbed_result.attacked_text.text, queries
-        return "failed", None, queries
+        queries = self._attack.goal_function.num_queries
+        if isinstance(result, SkippedAttackResult):  # the RM prefers the seed already: no attack ran
+            return _Outcome("already_misjudged", seed_text, queries)
+        succeeded = isinstance(result, SuccessfulAttackResult)
+        text = result.perturbed_result.attacked_text.text if succeeded else None
+        if result.original_result.score > 0:  # already misjudged, attacked all the same (attack_misjudged)
+            return _Outcome("already_misjudged", text if succeeded else seed_text, queries,
+                            attacked=True, perturbed=succeeded)
+        return _Outcome("succeeded" if succeeded else "failed", text, queries)
 
 
 def _distinct(texts: Sequence[str], taken: set[str], limit: int) -> list[str]:
@@ -316,11 +400,15 @@ def _distinct(texts: Sequence[str], taken: set[str], limit: int) -> list[str]:
     return out
 
 
-def _log_stats(attack: str, stats: CandidateStats, attacks: AttackStats, n: int) -> None:
+def _log_stats(attack: str, stats: CandidateStats, attacks: AttackStats, n: int, attack_misjudged: bool) -> None:
+    if attack_misjudged:
+        misjudged = (f"{attacks.already_misjudged} seeds already misjudged (attacked all the same: "
+                     f"{attacks.misjudged_perturbed} kept perturbed, the rest as they are)")
+    else:
+        misjudged = f"{attacks.already_misjudged} seeds already misjudged (kept as they are, not attacked)"
     log.info(
         "adversarial (%s): %d prompts, %d seeds (%d prompts had none); %d attacks: %d succeeded, %d failed; "
-        "%d seeds already misjudged (kept as they are); %d queries in %.1f s; "
-        "%d prompts got fewer than %d candidates (%d got none)",
+        "%s; %d queries in %.1f s; %d prompts got fewer than %d candidates (%d got none)",
         attack, attacks.prompts, attacks.seeds, attacks.no_seed, attacks.attacked, attacks.succeeded,
-        attacks.failed, attacks.already_misjudged, attacks.queries, attacks.seconds, stats.short, n, stats.empty,
+        attacks.failed, misjudged, attacks.queries, attacks.seconds, stats.short, n, stats.empty,
     )
