@@ -72,7 +72,7 @@ def output_logits(model: nn.Module, hidden: Tensor) -> Tensor:
     inner = unwrap(model)
     logits = inner.get_output_embeddings()(hidden)
     config = inner.config
-    # Cohere keeps the scale on the module, Granite on the config; both read the config value.
+    # Cohere multiplies by config.logit_scale (copied onto the model at init); Granite divides.
     scale = getattr(config, "logit_scale", None)
     if isinstance(scale, (int, float)) and scale != 1:
         logits = logits * scale
@@ -136,7 +136,8 @@ def transformer_body(model: nn.Module) -> nn.Module:
 
 def hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Last hidden states [B, T, H] of the model's transformer body (no LM or score head)."""
-    out = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+    out = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids_from_mask(attention_mask))
     return out.last_hidden_state
 
 

@@ -197,7 +197,8 @@ class PPOModule(LightningModule):
         self.reward_fn = reward_fn
         for name in filter(None, (reward_model, value_model)):
             _check_same_tokenizer(self.tokenizer, name)
-        check_reward_family(value_model or reward_model or policy)  # now, not when the weights load
+        for name in {reward_model, value_model or reward_model or policy} - {None}:
+            check_reward_family(name)  # now, not when the weights load
         # With value LoRA on the RM, the frozen RM is the value model with its adapters off (see `reward`).
         self.shares_reward_backbone = reward_model is not None and value_model is None and value_lora is not None
         frozen = dict(quantization=quantization, dtype=dtype, attn_implementation=attn_implementation)
@@ -283,9 +284,8 @@ class PPOModule(LightningModule):
             restore_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
         # No dropout anywhere: the ratio π/π_old must be exactly 1 before the first update.
-        # Gradient checkpointing acts in train mode only; its models have no dropout left.
-        self.policy.train(self.hparams.gradient_checkpointing)
-        self.value_model.train(self.hparams.gradient_checkpointing)
+        self.policy.eval()
+        self.value_model.eval()
 
         started = time.perf_counter()
         rollout = self.rollout(batch)
@@ -363,50 +363,57 @@ class PPOModule(LightningModule):
 
     def update(self, rollout: Rollout) -> dict[str, Tensor]:
         """``ppo_epochs`` passes of clipped policy and value updates over shuffled mini-batches."""
+        totals: dict[str, list[Tensor]] = {}
+        # Gradient checkpointing acts in train mode only (its models have no dropout left);
+        # sampling and the rollout's forwards stay in eval mode, where generation keeps its cache.
+        with _train_mode(self.hparams.gradient_checkpointing, self.policy, self.value_model):
+            for _ in range(self.hparams.ppo_epochs):
+                self._update_epoch(rollout, totals)
+        return {name: torch.stack(values).mean() for name, values in totals.items()}
+
+    def _update_epoch(self, rollout: Rollout, totals: dict[str, list[Tensor]]) -> None:
+        """One pass over the rollout's shuffled mini-batches; appends each update's statistics to ``totals``."""
         hp = self.hparams
         responses = rollout.responses
         policy_opt, value_opt = self.optimizers()
         n_rows = len(rollout.mask)
         per_epoch = -(-n_rows // hp.mini_batch_size)  # the last mini-batch may be smaller
-        totals: dict[str, list[Tensor]] = {}
-        for _ in range(hp.ppo_epochs):
-            order = torch.randperm(n_rows, device=rollout.mask.device)
-            for i in range(per_epoch):
-                rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
-                seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
-                logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
-                logprobs = logprobs_of(logits, responses.tokens[rows])
-                pg_loss, clip_fraction, approx_kl = policy_loss(
-                    logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
-                values = response_values(self.value_model, seq, attn, responses.start)
-                vf_loss, vf_clip_fraction = value_loss(
-                    values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
-                # One backward for both models (DDP reduces every trainable weight in each
-                # backward), as the mean over the tokens of every rank's mini-batch.
-                tokens = mask.sum()
-                loss, _ = global_token_mean(self, (pg_loss + vf_loss) * tokens, tokens)
-                self.manual_backward(loss / hp.gradient_accumulation_steps)
-                if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
-                    for optimizer in (policy_opt, value_opt):
-                        if hp.max_grad_norm is not None:
-                            # Under fp16 AMP the gradients are still multiplied by the GradScaler's
-                            # scale here: Lightning unscales them only inside `optimizer.step()`, and
-                            # unscaling them now would make that step's `unscale_` raise. Clipping the
-                            # scaled norm at max_grad_norm × scale is clipping the true norm at
-                            # max_grad_norm, with the scale the step will divide by.
-                            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-                            scale = scaler.get_scale() if scaler is not None else 1.0
-                            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm * scale,
-                                                gradient_clip_algorithm="norm")
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    entropy = masked_mean(entropy_from_logits(logits), mask)
-                for name, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_fraction", clip_fraction),
-                                    ("value_clip_fraction", vf_clip_fraction), ("approx_kl", approx_kl),
-                                    ("entropy", entropy)):
-                    totals.setdefault(f"train/{name}", []).append(value.detach())
-        return {name: torch.stack(values).mean() for name, values in totals.items()}
+        order = torch.randperm(n_rows, device=rollout.mask.device)
+        for i in range(per_epoch):
+            rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
+            seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
+            logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
+            logprobs = logprobs_of(logits, responses.tokens[rows])
+            pg_loss, clip_fraction, approx_kl = policy_loss(
+                logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
+            values = response_values(self.value_model, seq, attn, responses.start)
+            vf_loss, vf_clip_fraction = value_loss(
+                values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
+            # One backward for both models (DDP reduces every trainable weight in each
+            # backward), as the mean over the tokens of every rank's mini-batch.
+            tokens = mask.sum()
+            loss, _ = global_token_mean(self, (pg_loss + vf_loss) * tokens, tokens)
+            self.manual_backward(loss / hp.gradient_accumulation_steps)
+            if (i + 1) % hp.gradient_accumulation_steps == 0 or i + 1 == per_epoch:
+                for optimizer in (policy_opt, value_opt):
+                    if hp.max_grad_norm is not None:
+                        # Under fp16 AMP the gradients are still multiplied by the GradScaler's
+                        # scale here: Lightning unscales them only inside `optimizer.step()`, and
+                        # unscaling them now would make that step's `unscale_` raise. Clipping the
+                        # scaled norm at max_grad_norm × scale is clipping the true norm at
+                        # max_grad_norm, with the scale the step will divide by.
+                        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+                        scale = scaler.get_scale() if scaler is not None else 1.0
+                        self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm * scale,
+                                            gradient_clip_algorithm="norm")
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                entropy = masked_mean(entropy_from_logits(logits), mask)
+            for name, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_fraction", clip_fraction),
+                                ("value_clip_fraction", vf_clip_fraction), ("approx_kl", approx_kl),
+                                ("entropy", entropy)):
+                totals.setdefault(f"train/{name}", []).append(value.detach())
 
     def _sample(self, batch: dict[str, Any], greedy: bool, seeds: list[int] | None = None) -> Responses:
         return sample_responses(self.policy, batch["input_ids"], batch["attention_mask"], self.sampling,
@@ -542,6 +549,19 @@ class PPOModule(LightningModule):
         if self.export_dir and self.trainer.is_global_zero:
             path = export_pretrained(self.policy, self.tokenizer, self.export_dir)
             rank_zero_info(f"[PPOModule] exported the trained policy to {path.resolve()}")
+
+
+@contextmanager
+def _train_mode(enabled: bool, *models: nn.Module) -> Iterator[None]:
+    """Train mode for ``models`` inside the block when ``enabled``; eval mode again after it."""
+    if enabled:
+        for model in models:
+            model.train()
+    try:
+        yield
+    finally:
+        for model in models:
+            model.eval()
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -133,8 +133,15 @@ def sample_responses(
         forced_bos_token_id=None, forced_eos_token_id=None, sequence_bias=None, guidance_scale=None,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id,
     )
-    sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                logits_processor=processors, use_model_defaults=False)
+    # Eval mode: with gradient checkpointing, transformers drops the key/value cache of
+    # layers in train mode, and generate() would then feed them the new token alone.
+    was_training = policy.training
+    policy.eval()
+    try:
+        sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                    logits_processor=processors, use_model_defaults=False)
+    finally:
+        policy.train(was_training)
     start = input_ids.shape[1]
     response = sequences[:, start:]
     is_eos = response == eos_token_id

@@ -310,3 +310,28 @@ def test_value_model_shares_the_reward_models_backbone_with_the_same_numbers(tin
     for a, b in zip(shared_steps, separate_steps):
         for key in ("train/reward", "train/kl", "train/value_loss", "train/policy_loss", "train/advantage_mean"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_gradient_checkpointing_gives_the_same_ppo_trajectory(tiny_model_dir, rl_file, tmp_path):
+    runs, block_calls = {}, {}
+    for checkpointing in (False, True):
+        seed_everything(0)
+        module = PPOModule(policy=str(tiny_model_dir), reward_model=None, reward_fn=count_o, lora=LoRASettings(r=4),
+                           value_lora=LoRASettings(r=4), sampling=SamplingSettings(max_new_tokens=6),
+                           learning_rate=1e-2, ppo_epochs=2, mini_batch_size=4, max_ppo_steps=2,
+                           evaluate_at_start=False, gradient_checkpointing=checkpointing)
+        module.configure_model()
+        calls = []
+        module.policy.get_base_model().model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        history = History()
+        _trainer(tmp_path / str(checkpointing), [history], enable_checkpointing=False, check_val_every_n_epoch=None,
+                 val_check_interval=None, limit_val_batches=0).fit(module, datamodule=_datamodule(rl_file))
+        runs[checkpointing], block_calls[checkpointing] = history.steps, len(calls)
+        if checkpointing:
+            assert all(m.p == 0.0 for m in module.policy.modules() if isinstance(m, torch.nn.Dropout))
+    # Active: each of the 2 steps × 2 epochs × 2 mini-batch updates (8 rows, 4 each) re-runs the block
+    # in its backward pass; sampling and the rollout run as without checkpointing.
+    assert block_calls[True] - block_calls[False] == 2 * 2 * 2
+    for plain, checkpointed in zip(runs[False], runs[True]):
+        for key in ("train/reward", "train/kl", "train/policy_loss", "train/value_loss", "train/approx_kl"):
+            assert checkpointed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key

@@ -43,10 +43,11 @@ def _expected_response_mask(tokens, eos_id):
 # --- a fake policy with a fixed generate(): exact mask values ---------------------------
 
 
-class FixedGenerate:
+class FixedGenerate(torch.nn.Module):
     """Appends fixed response rows to the prompts, whatever the config; records the config it got."""
 
     def __init__(self, responses):
+        super().__init__()
         self.responses = torch.tensor(responses)
         self.configs = []
 
@@ -229,3 +230,16 @@ def test_wrong_number_of_seeds_is_rejected(policy, tokenizer, prompts):
     with pytest.raises(ValueError, match="seeds"):
         sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=2), tokenizer.eos_token_id,
                          tokenizer.pad_token_id, seeds=[1])
+
+
+def test_generation_of_a_policy_training_with_gradient_checkpointing_is_unchanged(tiny_model_dir):
+    # In train mode with checkpointing, transformers drops the layers' key/value cache;
+    # generating there would feed the model its newest token alone.
+    ids, mask = torch.tensor([[5, 6, 7, 8], [2, 2, 9, 10]]), torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    settings = SamplingSettings(max_new_tokens=8)
+    plain = load_policy(str(tiny_model_dir)).eval()
+    expected = sample_responses(plain, ids, mask, settings, EOS, PAD, greedy=True)
+    checkpointed = load_policy(str(tiny_model_dir), gradient_checkpointing=True).train()
+    got = sample_responses(checkpointed, ids, mask, settings, EOS, PAD, greedy=True)
+    assert torch.equal(got.sequences, expected.sequences)
+    assert checkpointed.training  # the caller's mode is restored
