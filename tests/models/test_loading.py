@@ -35,7 +35,11 @@ def test_policy_export_round_trip_with_plain_transformers_and_peft(tiny_model_di
     ids, mask = pad(IDS, 0, "right")
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask).logits
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     out = export_pretrained(model, load_tokenizer(str(tiny_model_dir)), tmp_path / "export")
+    # Merged without touching the trained module: not one bit of it changed (an in-place
+    # merge and unmerge would round the frozen weights twice).
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     adapted = PeftModel.from_pretrained(base, out / "adapter")
