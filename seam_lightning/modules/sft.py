@@ -9,7 +9,15 @@ import torch
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import response_nll
-from seam_lightning.models.loading import DEFAULT_MODEL, Attention, DType, LoRASettings, Quantization, load_policy, load_tokenizer
+from seam_lightning.models.loading import (
+    DEFAULT_MODEL,
+    Attention,
+    DType,
+    LoRASettings,
+    Quantization,
+    load_policy,
+    load_tokenizer,
+)
 from seam_lightning.modules.base import HFModule, global_token_mean, perplexity
 
 

@@ -135,13 +135,14 @@ def sample_responses(
     )
     # Eval mode: with gradient checkpointing, transformers drops the key/value cache of
     # layers in train mode, and generate() would then feed them the new token alone.
-    was_training = policy.training
+    modes = [(module, module.training) for module in policy.modules()]  # restored exactly, mixed or not
     policy.eval()
     try:
         sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                                     logits_processor=processors, use_model_defaults=False)
     finally:
-        policy.train(was_training)
+        for module, training in modes:
+            module.training = training
     start = input_ids.shape[1]
     response = sequences[:, start:]
     is_eos = response == eos_token_id
