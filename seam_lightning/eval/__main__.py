@@ -29,7 +29,10 @@ def _common(p: argparse.ArgumentParser, data: str, generates: bool) -> None:
     p.add_argument("--limit", type=int, default=None, help="use the first N records only")
     p.add_argument("--output", required=True, help="the JSON result file to write")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the evaluated models' weights")
+    p.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
+                   help="attention of the evaluated models (default sdpa)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-instruction-tokens", type=int, default=128)
     p.add_argument("--max-response-tokens", type=int, default=192, help="limit on a response the RM scores")

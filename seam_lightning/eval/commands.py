@@ -45,7 +45,7 @@ def _free() -> None:
 def _responses(args: argparse.Namespace, policy_path: str, instructions: list[str]) -> list[str]:
     """Greedy responses of the policy at ``policy_path``; the model is freed afterwards."""
     tokenizer = load_tokenizer(policy_path)
-    policy = load_policy(policy_path, dtype=args.dtype).to(args.device)
+    policy = load_policy(policy_path, dtype=args.dtype, attn_implementation=args.attn_implementation).to(args.device)
     try:
         return generate_responses(policy, tokenizer, instructions, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
@@ -58,7 +58,7 @@ def _responses(args: argparse.Namespace, policy_path: str, instructions: list[st
 def _rewards(args: argparse.Namespace, rm_path: str, instructions: list[str], responses: list[str]) -> torch.Tensor:
     """R(I∘r) from the reward model at ``rm_path``; the model is freed afterwards."""
     tokenizer = load_tokenizer(rm_path)
-    model = load_reward_model(rm_path, dtype=args.dtype).to(args.device)
+    model = load_reward_model(rm_path, dtype=args.dtype, attn_implementation=args.attn_implementation).to(args.device)
     try:
         return reward_scores(model, tokenizer, instructions, responses, batch_size=args.batch_size,
                              max_instruction_tokens=args.max_instruction_tokens,
@@ -102,7 +102,8 @@ def rm_accuracy(args: argparse.Namespace) -> Result:
     """Q_RM: preference accuracy of a reward model on (instruction, chosen, rejected) pairs."""
     data = _columns(args, ["instruction", "chosen", "rejected"])
     tokenizer = load_tokenizer(args.reward_model)
-    model = load_reward_model(args.reward_model, dtype=args.dtype).to(args.device)
+    model = load_reward_model(args.reward_model, dtype=args.dtype,
+                              attn_implementation=args.attn_implementation).to(args.device)
     accuracy = preference_accuracy(model, tokenizer, data["instruction"], data["chosen"], data["rejected"],
                                    batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
                                    max_response_tokens=args.max_response_tokens, progress=args.progress)

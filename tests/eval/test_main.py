@@ -169,3 +169,18 @@ def test_parse_fields():
     assert parse_fields(" instruction=prompt , chosen=good,") == {"instruction": "prompt", "chosen": "good"}
     with pytest.raises(ValueError, match="canonical=column"):
         parse_fields("instruction=")
+
+
+def test_attention_implementation_reaches_the_evaluated_model(files, tmp_path, capsys, monkeypatch):
+    import seam_lightning.eval.commands as commands
+
+    seen = []
+    real = commands.load_reward_model
+    monkeypatch.setattr(commands, "load_reward_model",
+                        lambda *a, **kw: seen.append(kw["attn_implementation"]) or real(*a, **kw))
+    eager, _ = run(["rm-accuracy", "--reward-model", files["rm"], "--data", files["pairs"], "--limit", "4",
+                    "--attn-implementation", "eager"], tmp_path, capsys)
+    sdpa, _ = run(["rm-accuracy", "--reward-model", files["rm"], "--data", files["pairs"], "--limit", "4"],
+                  tmp_path, capsys)
+    assert seen == ["eager", "sdpa"] and eager["settings"]["attn_implementation"] == "eager"
+    assert eager["accuracy"] == pytest.approx(sdpa["accuracy"])  # the same model either way
