@@ -157,7 +157,8 @@ def policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+        # Samples of π_old: k3 of KL(π_old ‖ π) is kl_penalty's k3 with the roles of the two swapped.
+        approx_kl = masked_mean(kl_penalty(old_logprobs, logprobs, "k3"), mask)
     return loss, clip_fraction, approx_kl
 
 

@@ -30,15 +30,8 @@ from types import MappingProxyType
 #   one user message), since the paper names no separate system message for Prompt 2.
 # - The paper's own slots "{question}" and "{answer}" are the package's placeholders; the golden
 #   answer fills both "{answer}" slots, as printed (the authors' released code does the same).
-PAPER_WORSE_ANSWERS_PROMPT = (
-    "[System]\n"
-    "\n"
-    "Using the question and its correct answer provided below, generate {n} distinct answers that are of "
-    "lower quality. Each response should include one or more of the following characteristics: factual "
-    "inaccuracies, misunderstandings of the core question, irrelevant information, or grammatical errors. "
-    "The answers should vary in their mistakes to cover a range of common errors seen in similar topics. "
-    "Format the responses as separate paragraphs for each answer.\n"
-    "\n"
+# The question and answer blocks that close Prompt 2; its one-answer form keeps them as printed.
+_PROMPT_2_BLOCKS = (
     "[Question] {question}\n"
     "\n"
     "[Answer]\n"
@@ -50,6 +43,18 @@ PAPER_WORSE_ANSWERS_PROMPT = (
     "{answer}\n"
     "\n"
     "[The End of Assistant's Answer]"
+)
+
+PAPER_WORSE_ANSWERS_PROMPT = (
+    "[System]\n"
+    "\n"
+    "Using the question and its correct answer provided below, generate {n} distinct answers that are of "
+    "lower quality. Each response should include one or more of the following characteristics: factual "
+    "inaccuracies, misunderstandings of the core question, irrelevant information, or grammatical errors. "
+    "The answers should vary in their mistakes to cover a range of common errors seen in similar topics. "
+    "Format the responses as separate paragraphs for each answer.\n"
+    "\n"
+    + _PROMPT_2_BLOCKS
 )
 """The paper's Prompt 2 (Appendix D.1), verbatim, asking for ``{n}`` worse answers in one reply."""
 
@@ -64,17 +69,7 @@ PAPER_SINGLE_ANSWER_PROMPT = (
     "misunderstandings of the core question, irrelevant information, or grammatical errors. The answers "
     "should vary in their mistakes to cover a range of common errors seen in similar topics.\n"
     "\n"
-    "[Question] {question}\n"
-    "\n"
-    "[Answer]\n"
-    "\n"
-    "{answer}\n"
-    "\n"
-    "[The Start of Assistant's Answer]\n"
-    "\n"
-    "{answer}\n"
-    "\n"
-    "[The End of Assistant's Answer]"
+    + _PROMPT_2_BLOCKS
 )
 """Prompt 2 asking for one worse answer (``requests="per_answer"``); fields {question} and {answer}."""
 

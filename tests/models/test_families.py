@@ -441,16 +441,21 @@ def _assert_finite(metrics, key: str) -> None:
     assert torch.isfinite(metrics[key]).all(), (key, metrics[key])
 
 
-def test_sft_step(model_dir, tmp_path):
-    seed_everything(0)
-    module = SFTModule(model=str(model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
+def _assert_one_step_trains(module, tmp_path, stage: str) -> None:
+    """One optimizer step of an SFT or RM module: a finite loss, and a trainable weight moved."""
     module.configure_model()
     before = _trainable(module)
     trainer = _trainer(tmp_path, max_steps=1)
-    trainer.fit(module, datamodule=_datamodule(tmp_path, "sft"))
+    trainer.fit(module, datamodule=_datamodule(tmp_path, stage))
     assert trainer.global_step == 1
     _assert_finite(trainer.callback_metrics, "train/loss")
     _assert_some_changed(before, module)
+
+
+def test_sft_step(model_dir, tmp_path):
+    seed_everything(0)
+    module = SFTModule(model=str(model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
+    _assert_one_step_trains(module, tmp_path, "sft")
 
 
 def test_reward_step(model_dir, model_type, has_reward_class, tmp_path):
@@ -460,13 +465,7 @@ def test_reward_step(model_dir, model_type, has_reward_class, tmp_path):
             RewardModule(model=str(model_dir), lora=LoRASettings(r=4))
         return
     module = RewardModule(model=str(model_dir), lora=LoRASettings(r=4), learning_rate=1e-2, warmup_steps=0)
-    module.configure_model()
-    before = _trainable(module)
-    trainer = _trainer(tmp_path, max_steps=1)
-    trainer.fit(module, datamodule=_datamodule(tmp_path, "preference"))
-    assert trainer.global_step == 1
-    _assert_finite(trainer.callback_metrics, "train/loss")
-    _assert_some_changed(before, module)
+    _assert_one_step_trains(module, tmp_path, "preference")
 
 
 def test_ppo_step(model_dir, model_type, has_reward_class, tmp_path):
