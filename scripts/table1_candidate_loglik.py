@@ -30,9 +30,10 @@ import torch  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
 from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
-from seam_lightning.seam.sources.adversarial import AdversarialSource  # noqa: E402
+from seam_lightning.seam.sources.adversarial.source import AdversarialSource  # noqa: E402
 from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
-from seam_lightning.seam.sources.llm import LLMSource, TransformersBackend  # noqa: E402
+from seam_lightning.llm import TransformersBackend  # noqa: E402
+from seam_lightning.seam.sources.llm import LLMSource  # noqa: E402
 
 DEMO_CORPUS = DataSource("demo://sft_train")
 

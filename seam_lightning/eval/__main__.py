@@ -19,7 +19,7 @@ import torch
 
 from seam_lightning.eval.commands import COMMANDS
 from seam_lightning.eval.files import write_json
-from seam_lightning.seam.chat import ChatBackendError
+from seam_lightning.llm.chat import ChatBackendError
 
 
 def _common(p: argparse.ArgumentParser, data: str, generates: bool) -> None:

@@ -70,7 +70,7 @@ def _rewards(args: argparse.Namespace, rm_path: str, instructions: list[str], re
 
 def build_judge(args: argparse.Namespace) -> LLMJudge:
     """The judge the options name: an OpenAI-compatible endpoint (--base-url, --model) or --local-model."""
-    from seam_lightning.seam.chat import OpenAIBackend, TransformersBackend
+    from seam_lightning.llm.chat import OpenAIBackend, TransformersBackend
 
     if args.local_model and (args.model or args.base_url):
         raise ValueError("give either --local-model or --model/--base-url for the judge, not both")

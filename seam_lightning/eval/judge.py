@@ -23,9 +23,9 @@ from types import MappingProxyType
 from tqdm import tqdm
 
 from seam_lightning.cache import cache_root
-from seam_lightning.seam.chat import ChatBackend, ChatRequestRejected
-from seam_lightning.seam.completion_cache import CompletionCache, completion_key
-from seam_lightning.seam.prompts import check_placeholders, resolve_template
+from seam_lightning.llm.chat import ChatBackend, ChatRequestRejected
+from seam_lightning.llm.completion_cache import CompletionCache, completion_key
+from seam_lightning.llm.templates import check_placeholders, resolve_template
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from seam_lightning.data.collate import pad
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models.forward import sequence_rewards
 from seam_lightning.rl.generation import SamplingSettings, sample_responses
-from seam_lightning.seam.scorer import eval_mode
+from seam_lightning.models.batching import eval_mode, pad_id_of
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -37,10 +37,6 @@ def _batches(n: int, batch_size: int, progress: bool, desc: str):
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     starts = range(0, n, batch_size)
     return tqdm(starts, total=len(starts), desc=desc, unit="batch", disable=not progress)
-
-
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _check_texts(**columns: Sequence[str]) -> int:
@@ -77,9 +73,9 @@ def generate_responses(
     with eval_mode(policy):
         for start in _batches(n, batch_size, progress, "generate"):
             prompts = [formatter.prompt_ids(text).ids for text in instructions[start:start + batch_size]]
-            ids, mask = pad(prompts, _pad_id(tokenizer), "left")
+            ids, mask = pad(prompts, pad_id_of(tokenizer), "left")
             rollout = sample_responses(policy, ids.to(device), mask.to(device), settings,
-                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=_pad_id(tokenizer),
+                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id_of(tokenizer),
                                        greedy=greedy)
             # The response mask covers the tokens up to and including the first EOS; the EOS is not text.
             lengths = rollout.lengths - rollout.ended.long()
@@ -110,7 +106,7 @@ def reward_scores(
         for start in _batches(n, batch_size, progress, "reward"):
             pairs = zip(instructions[start:start + batch_size], responses[start:start + batch_size])
             sequences = [formatter.prompt_ids(i).ids + formatter.response_ids(r).ids for i, r in pairs]
-            ids, mask = pad(sequences, _pad_id(tokenizer), "right")
+            ids, mask = pad(sequences, pad_id_of(tokenizer), "right")
             parts.append(sequence_rewards(reward_model, ids.to(device), mask.to(device)).float().cpu())
     rewards = torch.cat(parts) if parts else torch.empty(0)
     bad = torch.nonzero(~torch.isfinite(rewards)).flatten().tolist()

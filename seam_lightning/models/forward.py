@@ -202,3 +202,9 @@ def response_values(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
     """
     hidden = hidden_states(model, input_ids, attention_mask)
     return score_head(model)(hidden[:, start - 1 : -1]).squeeze(-1).float()
+
+
+def response_logprob_sums(model: nn.Module, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
+    """Summed log-prob of the labelled (response) tokens of each row."""
+    logprobs, rows = response_token_logprobs(model, ids, mask, labels)
+    return torch.zeros(ids.shape[0], dtype=logprobs.dtype, device=logprobs.device).index_add_(0, rows, logprobs)

@@ -49,10 +49,10 @@ from seam_lightning.rl.functional import (
     token_rewards,
     value_loss,
 )
-from seam_lightning.rl.generation import Responses, SamplingSettings, mix_seed, sample_responses
+from seam_lightning.rl.generation import Responses, SamplingSettings, sample_responses
 from seam_lightning.rl.kl_controller import kl_controller
 from seam_lightning.rl.normalization import RunningMoments
-from seam_lightning.rl.rng_state import capture_rng_state, restore_rng_state
+from seam_lightning.seeding import capture_rng_state, mix_seed, restore_rng_state
 
 RewardFunction = Callable[[list[str], list[str]], Any]
 """(instructions, responses) → one score per response (list or tensor): a programmatic reward."""

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from seam_lightning.seeding import mix_seed
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -83,15 +85,6 @@ class SeededGumbelSampling(LogitsProcessor):
             noise[row] = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
         self.step += 1
         return scores.float() + noise
-
-
-def mix_seed(*parts: int) -> int:
-    """One 63-bit seed from several integers (splitmix64-style mixing; no Python ``hash``)."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-    return value >> 1
 
 
 @torch.no_grad()

@@ -41,11 +41,12 @@ from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
-from seam_lightning.rl.generation import mix_seed
+from seam_lightning.seeding import mix_seed
 from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.perplexity import golden_perplexities
 from seam_lightning.seam.progress import ScoringProgress, example_key, model_fingerprint, run_fingerprint
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer, default_token_budget
+from seam_lightning.models.batching import default_token_budget
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
 from seam_lightning.seam.selection import select_fraction, selection_size
 from seam_lightning.seam.sources.base import CandidateSource
 from seam_lightning.seam.sources.contrast import ContrastSource

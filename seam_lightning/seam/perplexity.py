@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from seam_lightning.data.collate import IGNORE_INDEX
 from seam_lightning.data.formatting import PromptFormatter
-from seam_lightning.seam.scorer import _logprob_sums, eval_mode, pad_id_of, run_sequences
+from seam_lightning.models.batching import eval_mode, pad_id_of, run_sequences
+from seam_lightning.models.forward import response_logprob_sums
 
 
 def perplexity(logprob_sum: float, n_tokens: int) -> float:
@@ -58,7 +59,7 @@ def golden_perplexities(model: nn.Module, formatter: PromptFormatter, examples: 
                 sequences.append(prompt + answer)
                 labels.append([IGNORE_INDEX] * len(prompt) + answer)
                 lengths.append(len(answer))
-            sums = run_sequences(model, _logprob_sums, sequences, pad_id_of(tokenizer),
+            sums = run_sequences(model, response_logprob_sums, sequences, pad_id_of(tokenizer),
                                  getattr(tokenizer, "padding_side", "right"), token_budget, labels)
             for (example_id, _, _), total, n in zip(chunk, sums, lengths):
                 if not math.isfinite(total):

@@ -56,18 +56,6 @@ def seam_score(
     return torch.where(mask, weight * excess, 0.0).sum(-1)
 
 
-def misjudged(candidate_rewards: Tensor, golden_rewards: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Bool [B, N]: True where the RM prefers a worse candidate, R(I∘r*) > R(I∘r); False where masked.
-
-    The mean over valid candidates is the RM misjudgement rate.
-    """
-    if candidate_rewards.dim() != 2:
-        raise ValueError(f"misjudged: candidate_rewards must be [B, N], got shape {tuple(candidate_rewards.shape)}")
-    mask = _check_mask(mask, candidate_rewards)
-    _check_golden(golden_rewards, candidate_rewards)
-    return (candidate_rewards > golden_rewards.unsqueeze(-1)) & mask
-
-
 def _check(logprob_sums: Tensor, lengths: Tensor, candidate_rewards: Tensor, golden_rewards: Tensor,
            mask: Tensor | None) -> Tensor:
     """Validate shapes; returns the mask (all True when none was given)."""

@@ -15,7 +15,6 @@ prompt∘candidate in full. Both give the same numbers.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable, Iterator
@@ -25,17 +24,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from seam_lightning.data.collate import IGNORE_INDEX, pad
+from seam_lightning.data.collate import IGNORE_INDEX
 from seam_lightning.data.formatting import PromptFormatter
-from seam_lightning.models.forward import response_token_logprobs, sequence_rewards
-from seam_lightning.models.prefix import (
-    continuation_logprob_sums,
-    continuation_rewards,
-    PromptStates,
-    concat_prompt_states,
-    encode_prompts,
-    supports_prefix_sharing,
+from seam_lightning.models.batching import (
+    default_token_budget,
+    eval_mode,
+    pad_id_of,
+    run_continuations,
+    run_prompts,
+    run_sequences,
 )
+from seam_lightning.models.forward import response_logprob_sums, sequence_rewards
+from seam_lightning.models.prefix import continuation_logprob_sums, continuation_rewards, supports_prefix_sharing
 from seam_lightning.seam.score import seam_score
 
 GOLDEN = -1
@@ -60,7 +60,7 @@ class SeamResult:
     seam: float
     golden_reward: float
     candidate_rewards: list[float]
-    candidate_logprob_sums: list[float]
+    candidateresponse_logprob_sums: list[float]
     candidate_lengths: list[int]
 
 
@@ -141,7 +141,7 @@ class SeamScorer:
         pm = [_encode(self.policy_format, ex) for ex in chunk]
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
         with torch.inference_mode(), eval_mode(self.policy, self.reward_model):
-            logprobs = self._policy_logprob_sums(pm)
+            logprobs = self._policyresponse_logprob_sums(pm)
             rewards = self._rewards(rm)
         results = []
         for ex, enc, lp, rw in zip(chunk, pm, logprobs, rewards):
@@ -151,12 +151,12 @@ class SeamScorer:
             candidate_rewards = [rw[c] for c in range(len(ex.candidates))]
             results.append(SeamResult(
                 id=ex.id, seam=_seam(lp, lengths, candidate_rewards, rw[GOLDEN]), golden_reward=rw[GOLDEN],
-                candidate_rewards=candidate_rewards, candidate_logprob_sums=[lp[c] for c in range(len(lengths))],
+                candidate_rewards=candidate_rewards, candidateresponse_logprob_sums=[lp[c] for c in range(len(lengths))],
                 candidate_lengths=lengths,
             ))
         return results
 
-    def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
+    def _policyresponse_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index -> summed response-token log-prob under the PM."""
         if self.share_prompts and supports_prefix_sharing(self.policy):
             continuations = [list(enumerate(enc.candidates)) for enc in encoded]
@@ -168,7 +168,7 @@ class SeamScorer:
                 owners.append((e, c))
                 sequences.append(enc.prompt + response)
                 labels.append([IGNORE_INDEX] * len(enc.prompt) + response)
-        values = self._run(self.policy, self.policy_format.tokenizer, _logprob_sums, sequences, labels)
+        values = self._run(self.policy, self.policy_format.tokenizer, response_logprob_sums, sequences, labels)
         return _regroup(len(encoded), owners, values)
 
     def _rewards(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
@@ -211,96 +211,12 @@ class SeamScorer:
                              self.token_budget, labels)
 
 
-# -- batched forward passes, shared with the adversarial source's RM wrapper -----------------
-
-
-def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The padding id (EOS when the tokenizer has none; masks make its value irrelevant)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def run_prompts(model: nn.Module, prompts: list[list[int]], pad_id: int, token_budget: int
-                ) -> tuple[PromptStates, list[int]]:
-    """Key/value states of every prompt (left-padded, token-budget batches) and, per prompt, its row in them."""
-    device = next(model.parameters()).device
-    parts, row_of = [], [0] * len(prompts)
-    row = 0
-    for batch in token_budget_batches([len(p) for p in prompts], token_budget):
-        ids, mask = pad([prompts[i] for i in batch], pad_id, "left")
-        parts.append(encode_prompts(model, ids.to(device), mask.to(device)))
-        for i in batch:
-            row_of[i], row = row, row + 1
-    return concat_prompt_states(parts), row_of
-
-
-def run_continuations(model: nn.Module, fn: Callable[..., Tensor], states: PromptStates, rows: list[int],
-                      continuations: list[list[int]], pad_id: int, token_budget: int) -> list[float]:
-    """``fn(model, states, rows, ids, mask)`` over right-padded continuations in token-budget batches.
-
-    Continuation i reads the cache of prompt ``rows[i]``; values come back in input order.
-    """
-    device = next(model.parameters()).device
-    out = [math.nan] * len(continuations)
-    for batch in token_budget_batches([len(c) for c in continuations], token_budget):
-        ids, mask = pad([continuations[i] for i in batch], pad_id, "right")
-        batch_rows = torch.tensor([rows[i] for i in batch], device=device)
-        for i, value in zip(batch, fn(model, states, batch_rows, ids.to(device), mask.to(device)).tolist()):
-            out[i] = value
-    return out
-
-
-def run_sequences(model: nn.Module, fn: Callable[..., Tensor], sequences: list[list[int]], pad_id: int,
-                  padding_side: str, token_budget: int, labels: list[list[int]] | None = None) -> list[float]:
-    """``fn(model, ids, mask[, labels]) -> [rows]`` over whole sequences in token-budget batches; input order."""
-    device = next(model.parameters()).device
-    out = [math.nan] * len(sequences)
-    for batch in token_budget_batches([len(s) for s in sequences], token_budget):
-        ids, mask = pad([sequences[i] for i in batch], pad_id, padding_side)
-        args = [ids.to(device), mask.to(device)]
-        if labels is not None:
-            args.append(pad([labels[i] for i in batch], IGNORE_INDEX, padding_side)[0].to(device))
-        for i, value in zip(batch, fn(model, *args).tolist()):
-            out[i] = value
-    return out
-
-
-def default_token_budget(device: torch.device) -> int:
-    """Tokens per forward pass: large batches feed a GPU; a CPU is fastest with batches that stay in cache.
-
-    Measured on a 2-core CPU with the default 135M model: 1024–2048 tokens per pass
-    score 1.4x faster than 8192.
-    """
-    return 16384 if device.type == "cuda" else 2048
-
-
-def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Indices grouped longest first so that rows × longest length <= token_budget (at least one row each).
-
-    Sorting by length keeps padding small; ties keep input order, so batches are deterministic.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    for i in order:
-        # Lengths only decrease, so the first row of a batch sets its padded width.
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
 def _encode(formatter: PromptFormatter, example: SeamExample) -> _Encoded:
     return _Encoded(
         prompt=formatter.prompt_ids(example.instruction).ids,
         golden=formatter.response_ids(example.response).ids,
         candidates=[formatter.response_ids(c).ids for c in example.candidates],
     )
-
-
-def _logprob_sums(model: nn.Module, ids: Tensor, mask: Tensor, labels: Tensor) -> Tensor:
-    """Summed log-prob of the labelled (response) tokens of each row."""
-    logprobs, rows = response_token_logprobs(model, ids, mask, labels)
-    return torch.zeros(ids.shape[0], dtype=logprobs.dtype, device=logprobs.device).index_add_(0, rows, logprobs)
 
 
 def _regroup(n: int, owners: list[tuple[int, int]], values: list[float]) -> list[dict[int, float]]:
@@ -328,20 +244,3 @@ def _seam(logprob_sums: dict[int, float], lengths: list[int], rewards: list[floa
         torch.tensor([golden], dtype=torch.float64),
     )
     return float(value[0])
-
-
-@contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put models in eval mode and restore each submodule's own previous mode afterwards.
-
-    Restoring per submodule (not ``model.train(previous)``) keeps mixed states intact,
-    e.g. a frozen part a training module deliberately keeps in eval.
-    """
-    previous = {m: m.training for model in models for m in model.modules()}
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for module, training in previous.items():
-            module.training = training

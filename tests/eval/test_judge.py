@@ -19,7 +19,7 @@ from seam_lightning.eval.judge import (
     parse_rating,
     render_judge_prompt,
 )
-from seam_lightning.seam.chat import OpenAIBackend
+from seam_lightning.llm.chat import OpenAIBackend
 
 QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?", "Name a prime."]
 ANSWERS = ["4", "Shakespeare.", "no idea", "7"]

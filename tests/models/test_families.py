@@ -36,7 +36,8 @@ from seam_lightning.models.forward import response_logits, response_token_logpro
 from seam_lightning.models.loading import export_pretrained, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
 from seam_lightning.modules.ppo import PPOModule
-from seam_lightning.rl.generation import SamplingSettings, mix_seed, sample_responses
+from seam_lightning.rl.generation import SamplingSettings, sample_responses
+from seam_lightning.seeding import mix_seed
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 INSTRUCTIONS = ["What does `json.dumps` do?", EOS_PROMPT, "Return the sum of the values; the quick brown fox"]

@@ -19,10 +19,10 @@ from doubles import ListSource
 from seam_lightning.data.records import DataSource
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
 from seam_lightning.seam.scorer import SeamExample, SeamScorer
-from seam_lightning.seam.attacks import ATTACKS, RewardFunctionWrapper, RewardModelWrapper, build_attack
-from seam_lightning.seam.sources.adversarial import AdversarialSource
-from seam_lightning.seam.textattack_setup import (
-    STOPWORDS_FILE,
+from seam_lightning.seam.sources.adversarial.attacks import ATTACKS, build_attack
+from seam_lightning.seam.sources.adversarial.victim import RewardFunctionWrapper, RewardModelWrapper
+from seam_lightning.seam.sources.adversarial.source import AdversarialSource
+from seam_lightning.seam.sources.adversarial.offline import (
     WORDNET_ENV,
     WORDNET_LEXNAMES,
     OfflineResourceError,
@@ -30,8 +30,8 @@ from seam_lightning.seam.textattack_setup import (
     nltk_data_dir,
     offline_nltk,
     setup_textattack,
-    stopwords,
 )
+from seam_lightning.seam.sources.adversarial.stopwords import STOPWORDS_FILE, stopwords
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_WORDNET = Path("/usr/share/wordnet/data.noun").is_file() or bool(os.environ.get(WORDNET_ENV))
@@ -86,13 +86,14 @@ def test_import_textattack_offline_in_a_fresh_process(tmp_path):
 
         import seam_lightning.seam  # exports AdversarialSource without loading textattack
         assert "textattack" not in sys.modules
-        from seam_lightning.seam.textattack_setup import setup_textattack, stopwords
+        from seam_lightning.seam.sources.adversarial.offline import setup_textattack
+        from seam_lightning.seam.sources.adversarial.stopwords import stopwords
         ta = setup_textattack()
         assert nltk.download is forbidden  # restored
         assert {{"the", "and", "of"}} <= set(nltk.corpus.stopwords.words("english")) == set(stopwords())
         if {HAS_WORDNET}:
             from nltk.corpus import wordnet
-            from seam_lightning.seam.attacks import _wordnet_swap
+            from seam_lightning.seam.sources.adversarial.attacks import _wordnet_swap
             synonyms = _wordnet_swap()._get_replacement_words("good")
             assert {{"beneficial", "honest"}} <= set(synonyms), synonyms
         from pathlib import Path
@@ -173,10 +174,10 @@ def test_goal_scores_the_reward_margin_over_the_golden_response():
     from textattack.goal_function_results import GoalFunctionResultStatus
     from textattack.shared import AttackedText
 
-    from seam_lightning.seam import attacks
+    from seam_lightning.seam.sources.adversarial import victim
 
     wrapper = RewardFunctionWrapper(hackable_reward)
-    goal = attacks.RewardHackingGoal(wrapper, query_budget=10)
+    goal = victim.RewardHackingGoal(wrapper, query_budget=10)
     result, _ = goal.init_attack_example(AttackedText(SEED), GOLDEN)
     margin = hackable_reward("q", [SEED])[0] - hackable_reward("q", [GOLDEN])[0]
     assert result.score == pytest.approx(margin) and result.goal_status == GoalFunctionResultStatus.SEARCHING
@@ -184,7 +185,7 @@ def test_goal_scores_the_reward_margin_over_the_golden_response():
     assert better.goal_status == GoalFunctionResultStatus.SUCCEEDED and better.score > 0
     assert goal.num_queries == 2  # the golden response's reward is not a query
 
-    broken = attacks.RewardHackingGoal(RewardFunctionWrapper(lambda i, rs: [float("nan")] * len(rs)))
+    broken = victim.RewardHackingGoal(RewardFunctionWrapper(lambda i, rs: [float("nan")] * len(rs)))
     with pytest.raises(ValueError, match="non-finite reward"):
         broken.init_attack_example(AttackedText(SEED), GOLDEN)
 

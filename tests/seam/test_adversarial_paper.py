@@ -16,15 +16,11 @@ import yaml
 
 from doubles import ListSource
 from seam_lightning.data.records import DataSource
-from seam_lightning.seam.attacks import (
-    ATTACKS,
-    TEXTFOOLER_STOPWORDS,
-    RewardFunctionWrapper,
-    build_attack,
-)
-from seam_lightning.seam.sources.adversarial import AdversarialSource
+from seam_lightning.seam.sources.adversarial.attacks import ATTACKS, build_attack
+from seam_lightning.seam.sources.adversarial.stopwords import TEXTFOOLER_STOPWORDS, stopwords
+from seam_lightning.seam.sources.adversarial.victim import RewardFunctionWrapper
+from seam_lightning.seam.sources.adversarial.source import AdversarialSource
 from seam_lightning.seam.sources.contrast import ContrastSource
-from seam_lightning.seam.textattack_setup import stopwords
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_WORDNET = Path("/usr/share/wordnet/data.noun").is_file()
@@ -225,7 +221,7 @@ def test_bert_attack_follows_textattacks(masked_lm):
 def test_masked_lm_without_a_trained_head_is_refused(tmp_path):
     from transformers import BertConfig, BertModel
 
-    from seam_lightning.seam.textattack_setup import OfflineResourceError
+    from seam_lightning.seam.sources.adversarial.offline import OfflineResourceError
 
     config = BertConfig(vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64)
@@ -237,7 +233,7 @@ def test_masked_lm_without_a_trained_head_is_refused(tmp_path):
 def test_masked_lm_without_a_tokenizer_is_refused(masked_lm, tmp_path):
     from transformers import BertForMaskedLM
 
-    from seam_lightning.seam.textattack_setup import OfflineResourceError
+    from seam_lightning.seam.sources.adversarial.offline import OfflineResourceError
 
     BertForMaskedLM.from_pretrained(masked_lm).save_pretrained(tmp_path / "no-tokenizer")
     with pytest.raises(OfflineResourceError, match="cannot load the tokenizer"):
@@ -273,7 +269,7 @@ def misjudged_source(fn, table=None, **kwargs):
 
 def test_misjudged_seeds_are_returned_unattacked_by_default(caplog):
     src = misjudged_source(prefers_longer)
-    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.adversarial"):
+    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.adversarial.source"):
         out = src.candidates(["q"], [GOLDEN], 1)
     assert out == [[LIKED]]
     s = src.last_attack_stats
@@ -284,7 +280,7 @@ def test_misjudged_seeds_are_returned_unattacked_by_default(caplog):
 def test_misjudged_seeds_are_perturbed_with_attack_misjudged(caplog):
     """attack_misjudged=True: attacked although the RM prefers them; the perturbation still beats r."""
     src = misjudged_source(prefers_longer, attack_misjudged=True)
-    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.adversarial"):
+    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.adversarial.source"):
         [[adv]] = src.candidates(["q"], [GOLDEN], 1)
     assert adv != LIKED and len(adv.split()) == len(LIKED.split())  # a character edit
     assert prefers_longer("q", [adv])[0] > prefers_longer("q", [GOLDEN])[0]
@@ -318,13 +314,13 @@ def test_goal_requires_a_perturbation_when_asked():
     from textattack.goal_function_results import GoalFunctionResultStatus
     from textattack.shared import AttackedText
 
-    from seam_lightning.seam import attacks
+    from seam_lightning.seam.sources.adversarial import victim
 
     wrapper = RewardFunctionWrapper(prefers_longer)
-    plain = attacks.RewardHackingGoal(wrapper)
+    plain = victim.RewardHackingGoal(wrapper)
     result, _ = plain.init_attack_example(AttackedText(LIKED), GOLDEN)
     assert result.goal_status == GoalFunctionResultStatus.SKIPPED  # already misjudged: no attack
-    goal = attacks.RewardHackingGoal(wrapper, require_perturbation=True)
+    goal = victim.RewardHackingGoal(wrapper, require_perturbation=True)
     result, _ = goal.init_attack_example(AttackedText(LIKED), GOLDEN)
     assert result.goal_status == GoalFunctionResultStatus.SEARCHING and result.score > 0
     [perturbed], _ = goal.get_results([AttackedText(LIKED + "s")])

@@ -8,7 +8,8 @@ from openai_server import MODEL, FakeOpenAI
 
 from seam_lightning import DataSource, RLHFDataModule, SeamCallback
 from seam_lightning.data.records import load_records
-from seam_lightning.seam import AdversarialSource, LLMSource, OpenAIBackend, TransformersBackend
+from seam_lightning.llm import OpenAIBackend, TransformersBackend
+from seam_lightning.seam import AdversarialSource, LLMSource
 
 PROMPTS = 4
 

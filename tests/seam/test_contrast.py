@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seam_lightning.data.records import DataSource
-from seam_lightning.seam.encoder import SentenceEncoder
+from seam_lightning.models.encoder import SentenceEncoder
 from seam_lightning.seam.sources.base import CandidateStats
 from seam_lightning.seam.sources.contrast import ContrastSource, build_index, resolve_index_kind
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seam_lightning.seam.encoder import (
+from seam_lightning.models.encoder import (
     SentenceEncoder,
     embedding_key,
     encode_cached,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from seam_lightning.seam.replies import split_answers  # noqa: E402
+from seam_lightning.seam.sources.llm.replies import split_answers  # noqa: E402
 
 FUZZ = settings(derandomize=True, database=None, deadline=2000, max_examples=300)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from openai_server import MODEL, Failure, FakeOpenAI, question_of
-from seam_lightning.seam.chat import OpenAIBackend, TransformersBackend, chat_text
-from seam_lightning.seam.completion_cache import completion_key
-from seam_lightning.seam.prompts import (
+from seam_lightning.llm.chat import OpenAIBackend, TransformersBackend, chat_text
+from seam_lightning.llm.completion_cache import completion_key
+from seam_lightning.seam.sources.llm.prompts import (
     AUTHORS_SYSTEM_MESSAGE,
     NUMBERED_WORSE_ANSWERS_PROMPT,
     PAPER_SINGLE_ANSWER_PROMPT,
@@ -23,7 +23,7 @@ from seam_lightning.seam.prompts import (
     render_worse_answers_prompt,
     worse_answers_template,
 )
-from seam_lightning.seam.sources.llm import LLMSource
+from seam_lightning.seam.sources.llm.source import LLMSource
 
 PAPER_PROMPT_2 = Path(__file__).with_name("paper_prompt_2.txt")
 """Prompt 2 (paper Appendix D.1) copied character for character from paper.txt lines 371-385, one line per line."""
@@ -249,14 +249,14 @@ def test_modes_from_a_config(tmp_path):
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--source", type=CandidateSource)
-    init = {"backend": {"class_path": "seam_lightning.seam.chat.OpenAIBackend",
+    init = {"backend": {"class_path": "seam_lightning.llm.chat.OpenAIBackend",
                         "init_args": {"model": MODEL, "base_url": NOWHERE}},
             "requests": "per_answer", "prompt_template": "paper", "tokens_per_answer": 96,
             "cache_dir": str(tmp_path), "progress": False}
-    config = parser.parse_object({"source": {"class_path": "seam_lightning.seam.sources.llm.LLMSource",
+    config = parser.parse_object({"source": {"class_path": "seam_lightning.seam.sources.llm.source.LLMSource",
                                              "init_args": init}})
     src = parser.instantiate_classes(config).source
     assert (src.requests, src.budget(1), src.system) == ("per_answer", 96, AUTHORS_SYSTEM_MESSAGE)
     with pytest.raises(Exception, match=r"per_answer.*Got value: many"):
-        parser.parse_object({"source": {"class_path": "seam_lightning.seam.sources.llm.LLMSource",
+        parser.parse_object({"source": {"class_path": "seam_lightning.seam.sources.llm.source.LLMSource",
                                         "init_args": {**init, "requests": "many"}}})

@@ -16,16 +16,16 @@ import time
 import pytest
 
 from openai_server import MODEL, Failure, FakeOpenAI, asked_n, numbered_reply, question_of
-from seam_lightning.seam.prompts import (
+from seam_lightning.seam.sources.llm.prompts import (
     NUMBERED_WORSE_ANSWERS_PROMPT,
     WORSE_ANSWERS_PROMPT,
     check_template,
     render_worse_answers_prompt,
 )
 from seam_lightning.seam.sources.base import CandidateStats
-from seam_lightning.seam.chat import ChatBackendError, ChatRequestRejected, OpenAIBackend, TransformersBackend
-from seam_lightning.seam.completion_cache import CompletionCache, completion_key
-from seam_lightning.seam.sources.llm import LLMSource
+from seam_lightning.llm.chat import ChatBackendError, ChatRequestRejected, OpenAIBackend, TransformersBackend
+from seam_lightning.llm.completion_cache import CompletionCache, completion_key
+from seam_lightning.seam.sources.llm.source import LLMSource
 
 QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?"]
 GOLDEN = ["4", "Shakespeare.", "The number of items."]
@@ -219,7 +219,7 @@ def test_retry_after_forms():
 
     from email.utils import formatdate
 
-    from seam_lightning.seam.chat import _retry_after
+    from seam_lightning.llm.chat import _retry_after
 
     def error(**headers):
         return SimpleNamespace(response=SimpleNamespace(headers=headers))
@@ -278,7 +278,7 @@ def test_other_4xx_fail_at_once(server, status, error):
 def test_a_refused_request_costs_only_its_example(server, tmp_path, caplog):
     server.fail_next(Failure(400))  # e.g. the first prompt is too long for the model
     src = source(server, tmp_path, concurrency=1)
-    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         out = src.candidates(QUESTIONS, GOLDEN, 2)
     assert out[0] == [] and [len(c) for c in out[1:]] == [2, 2]
     assert src.last_rejected == 1 and src.last_stats.empty == 1
@@ -319,7 +319,7 @@ def test_bad_arguments():
 def test_usage_tally_and_cost(server, tmp_path, caplog):
     b = backend(server, price_per_1m_prompt_tokens=2.5, price_per_1m_completion_tokens=10.0)
     server.fail_next(Failure(429))
-    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.llm.source"):
         source(b, tmp_path).candidates(QUESTIONS, GOLDEN, 2)
     successful = [r for r in server.requests][1:]  # the first one was the 429
     prompt_tokens = sum(len(r["messages"][-1]["content"].split()) for r in successful)
@@ -384,7 +384,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(server, tmp_path, caplog)
     path = first.cache_path
     with open(path, "a") as f:
         f.write('{"key": "0123", "text": "half a li')  # a kill mid-write
-    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         second = source(server, tmp_path)
         assert second.candidates(QUESTIONS[:2], GOLDEN[:2], 2) == out
     assert f"{path} line 3: skipping a corrupt LLM cache line" in caplog.text
@@ -393,7 +393,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(server, tmp_path, caplog)
     second.candidates(QUESTIONS[2:], GOLDEN[2:], 2)
     caplog.clear()
     cache = CompletionCache(path)
-    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         assert len(cache) == 3
     assert caplog.text.count("skipping a corrupt LLM cache line") == 1
 
@@ -403,7 +403,7 @@ def test_corrupt_lines_in_the_middle_are_skipped(tmp_path, caplog):
     good = json.dumps({"key": "k1", "text": "t1", "prompt_tokens": 1, "completion_tokens": 2, "model": "m"})
     path.write_bytes(b"\n".join([good.encode(), b"not json", b'{"no_key": 1}', b"\xff\xfe", b"[1, 2]",
                                  json.dumps({"key": "k2", "text": "t2"}).encode(), b""]))
-    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         cache = CompletionCache(path)
         assert cache.get("k1").text == "t1" and cache.get("k1").completion_tokens == 2 and cache.get("k2").text == "t2"
     assert [f"line {i}:" in caplog.text for i in (2, 3, 4, 5)] == [True] * 4 and "line 1:" not in caplog.text
@@ -413,14 +413,15 @@ def test_unwritable_cache_costs_the_cache_not_the_run(server, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
     src = LLMSource(backend(server), cache_dir=str(blocker / "llm"), progress=False)
-    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm"):
+    with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         assert [len(c) for c in src.candidates(QUESTIONS, GOLDEN, 2)] == [2, 2, 2]
     assert "cannot write the LLM cache" in caplog.text
 
 
 CHILD = """
 import sys
-from seam_lightning.seam import LLMSource, OpenAIBackend
+from seam_lightning.llm import OpenAIBackend
+from seam_lightning.seam import LLMSource
 src = LLMSource(OpenAIBackend({model!r}, base_url={url!r}, timeout=120, max_retries=0),
                 concurrency=1, cache_dir={cache_dir!r}, progress=False)
 src.candidates({questions!r}, {golden!r}, 2)
@@ -477,9 +478,9 @@ def test_built_from_config(server, tmp_path):
     parser = ArgumentParser()
     parser.add_argument("--source", type=CandidateSource)
     config = parser.parse_object({"source": {
-        "class_path": "seam_lightning.seam.sources.llm.LLMSource",
+        "class_path": "seam_lightning.seam.sources.llm.source.LLMSource",
         "init_args": {
-            "backend": {"class_path": "seam_lightning.seam.chat.OpenAIBackend",
+            "backend": {"class_path": "seam_lightning.llm.chat.OpenAIBackend",
                         "init_args": {"model": MODEL, "base_url": server.url, "max_retries": 2,
                                       "price_per_1m_prompt_tokens": 1.0}},
             "max_rounds": 2, "cache_dir": str(tmp_path / "cfg"), "progress": False,

@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
 
-from seam_lightning.seam.encoder import (
+from seam_lightning.models.encoder import (
     SentenceEncoder,
     embedding_key,
     encoder_fingerprint,
@@ -33,7 +33,7 @@ TEXTS = [
     "Short.",
     "Bake bread.",
 ]
-LOGGER = "seam_lightning.seam.encoder"
+LOGGER = "seam_lightning.models.encoder"
 
 
 def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:

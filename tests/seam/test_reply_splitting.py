@@ -2,7 +2,7 @@
 
 import pytest
 
-from seam_lightning.seam.replies import split_answers
+from seam_lightning.seam.sources.llm.replies import split_answers
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from seam_lightning.seam.score import misjudged, seam_score
+from seam_lightning.seam.score import seam_score
 
 
 def test_hand_computed_values():
@@ -61,15 +61,6 @@ def test_larger_discrepancy_gives_larger_value():
     assert out[1] > out[0] > 0
 
 
-def test_misjudged():
-    cand = torch.tensor([[2.0, 0.5, float("nan")], [1.0, 3.0, 4.0]])
-    golden = torch.tensor([1.0, 1.0])
-    mask = torch.tensor([[True, True, False], [True, True, False]])
-    # R(I∘r*) > R(I∘r) strictly; masked and equal rewards are not misjudgements
-    assert misjudged(cand, golden, mask).tolist() == [[True, False, False], [False, True, False]]
-    assert misjudged(cand[1:], golden[1:]).tolist() == [[False, True, True]]
-
-
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -86,10 +77,3 @@ def test_misjudged():
 def test_invalid_inputs(args, match):
     with pytest.raises(ValueError, match=match):
         seam_score(*args)
-
-
-def test_misjudged_shape_errors():
-    with pytest.raises(ValueError, match="golden_rewards"):
-        misjudged(torch.zeros(2, 3), torch.zeros(3))
-    with pytest.raises(ValueError, match="candidate_rewards"):
-        misjudged(torch.zeros(3), torch.zeros(3))

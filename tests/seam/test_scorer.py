@@ -6,7 +6,7 @@ import torch
 
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models import LoRASettings, load_policy, load_reward_model, load_tokenizer, sequence_rewards
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer, token_budget_batches
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
 
 EXAMPLES = [
     SeamExample(3, "What does `json.dumps` do?", "Serialize obj to a JSON formatted str.", [
@@ -187,13 +187,6 @@ def test_non_finite_logprob_names_example_and_candidate(tiny_model_dir, reward_m
         broken.get_output_embeddings().weight[:, 0] = float("nan")
     with pytest.raises(ValueError, match=r"log-prob.*example id 3, candidate 0"):
         list(SeamScorer(broken, reward_model, tokenizer, progress=False).score(EXAMPLES))
-
-
-def test_token_budget_batches():
-    # Longest first; rows × first (longest) length within the budget; one row even when it alone exceeds it.
-    assert token_budget_batches([3, 10, 5, 5, 2], 12) == [[1], [2, 3], [0, 4]]
-    assert token_budget_batches([3, 10], 1) == [[1], [0]]
-    assert token_budget_batches([], 8) == []
 
 
 def test_invalid_settings(policy, reward_model, tokenizer):

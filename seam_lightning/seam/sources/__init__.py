@@ -1,16 +1,10 @@
-"""Candidate sources: each turns RL examples (I, r) into worse answers r*."""
+"""Candidate sources: each turns RL examples (I, r) into worse answers r*.
 
-from seam_lightning.seam.attacks import RewardFunctionWrapper, RewardModelWrapper, RewardWrapper, build_attack
-from seam_lightning.seam.chat import (
-    ChatBackend,
-    ChatBackendError,
-    ChatRequestRejected,
-    Completion,
-    OpenAIBackend,
-    TransformersBackend,
-    Usage,
-)
-from seam_lightning.seam.completion_cache import CompletionCache
+``contrast`` (SEAM_Contrast: rejected responses of similar preference pairs),
+``llm`` (SEAM_GPT: a chat model writes them) and ``adversarial`` (SEAM_Adv:
+attacks on the reward model), all implementing ``base.CandidateSource``.
+"""
+
 from seam_lightning.seam.sources.adversarial import AdversarialSource, AttackStats
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats
 from seam_lightning.seam.sources.contrast import ContrastSource
@@ -21,18 +15,6 @@ __all__ = [
     "AttackStats",
     "CandidateSource",
     "CandidateStats",
-    "ChatBackend",
-    "ChatBackendError",
-    "ChatRequestRejected",
-    "Completion",
-    "CompletionCache",
     "ContrastSource",
     "LLMSource",
-    "OpenAIBackend",
-    "RewardFunctionWrapper",
-    "RewardModelWrapper",
-    "RewardWrapper",
-    "TransformersBackend",
-    "Usage",
-    "build_attack",
 ]

@@ -28,7 +28,7 @@ import numpy as np
 
 from seam_lightning.cache import cache_root
 from seam_lightning.data.records import DataSource, load_records
-from seam_lightning.seam.encoder import (
+from seam_lightning.models.encoder import (
     DEFAULT_ENCODER,
     POOLINGS,
     Pooling,

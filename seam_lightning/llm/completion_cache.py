@@ -8,7 +8,7 @@ import logging
 import threading
 from pathlib import Path
 from seam_lightning.jsonl import append_jsonl, read_jsonl
-from seam_lightning.seam.chat import Completion
+from seam_lightning.llm.chat import Completion
 
 
 log = logging.getLogger(__name__)

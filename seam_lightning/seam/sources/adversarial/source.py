@@ -18,7 +18,7 @@ Seeds, in the paper's setting first (``seed_order="seeds_first"``, the default):
 
 The attacks (the paper's Table 1 / App. D.2: GA, BERT-Attack, PWWS, TextFooler;
 KATG has no public implementation), the reward model wrapped as their victim
-and the goal function live in :mod:`seam_lightning.seam.attacks`, whose docs
+and the goal function live in :mod:`seam_lightning.seam.sources.adversarial.attacks`, whose docs
 compare each recipe with textattack's.
 
 A seed the RM already prefers to r is a misjudgement already. By default it is
@@ -53,18 +53,20 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from seam_lightning.data.records import DataSource, load_records
-from seam_lightning.seam.attacks import (
+from seam_lightning.seam.sources.adversarial.attacks import (
     AttackName,
-    RewardFunction,
-    RewardFunctionWrapper,
-    RewardModelWrapper,
-    RewardWrapper,
     build_attack,
     check_attack_name,
     check_attack_resources,
 )
+from seam_lightning.seam.sources.adversarial.offline import setup_textattack
+from seam_lightning.seam.sources.adversarial.victim import (
+    InstructionRewardFunction,
+    RewardFunctionWrapper,
+    RewardModelWrapper,
+    RewardWrapper,
+)
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
-from seam_lightning.seam.textattack_setup import setup_textattack
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class AdversarialSource(CandidateSource):
         reward_model: RM name or path (``bundled:...``, hub id, local folder), loaded on first use
             with ``load_reward_model``; leave None to attack the run's RM (``SeamCallback`` offers it
             through :meth:`use_reward_model`) or one given to :meth:`bind`.
-        attack: recipe name (see :mod:`seam_lightning.seam.attacks` for each one, how it follows
+        attack: recipe name (see :mod:`seam_lightning.seam.sources.adversarial.attacks` for each one, how it follows
             textattack's recipe and what it needs offline); "katg" raises: no public implementation.
         seeds: where worse responses to attack come from; the paper's is SEAM_Contrast (``ContrastSource``).
         rejected: preference data (fields ``instruction`` and ``rejected``, mapped through
@@ -229,7 +231,7 @@ class AdversarialSource(CandidateSource):
         return self.bind_wrapper(RewardModelWrapper(model, tokenizer, self.max_instruction_tokens,
                                                     self.max_response_tokens, self.token_budget))
 
-    def bind_function(self, fn: RewardFunction) -> "AdversarialSource":
+    def bind_function(self, fn: InstructionRewardFunction) -> "AdversarialSource":
         """Attack a reward given as a plain function ``fn(instruction, responses) -> rewards``."""
         return self.bind_wrapper(RewardFunctionWrapper(fn))
 

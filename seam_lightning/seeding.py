@@ -1,4 +1,9 @@
-"""Random-number-generator state in checkpoints, so a resumed run draws what an uninterrupted one would."""
+"""Seeds and random-number-generator state.
+
+``mix_seed`` derives independent per-item seeds (a prompt's sampling stream, a
+scoring shard) from several integers; the state helpers put every RNG in
+checkpoints, so a resumed run draws what an uninterrupted one would.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +33,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def mix_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (splitmix64-style mixing; no Python ``hash``)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return value >> 1

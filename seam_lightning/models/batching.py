@@ -1,0 +1,114 @@
+"""Batched, padding-safe forward passes under a token budget.
+
+Rows are grouped longest first so that rows × longest length stays within a
+token budget, padded, run, and the per-row values come back in input order.
+``run_prompts`` + ``run_continuations`` share each prompt's key/value cache
+between its continuations (:mod:`seam_lightning.models.prefix`);
+``run_sequences`` runs whole sequences. SEAM scoring, the perplexity baseline
+and the adversarial source's reward wrapper all use them.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from seam_lightning.data.collate import IGNORE_INDEX, pad
+from seam_lightning.models.prefix import PromptStates, concat_prompt_states, encode_prompts
+
+
+def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The padding id (EOS when the tokenizer has none; masks make its value irrelevant)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def run_prompts(model: nn.Module, prompts: list[list[int]], pad_id: int, token_budget: int
+                ) -> tuple[PromptStates, list[int]]:
+    """Key/value states of every prompt (left-padded, token-budget batches) and, per prompt, its row in them."""
+    device = next(model.parameters()).device
+    parts, row_of = [], [0] * len(prompts)
+    row = 0
+    for batch in token_budget_batches([len(p) for p in prompts], token_budget):
+        ids, mask = pad([prompts[i] for i in batch], pad_id, "left")
+        parts.append(encode_prompts(model, ids.to(device), mask.to(device)))
+        for i in batch:
+            row_of[i], row = row, row + 1
+    return concat_prompt_states(parts), row_of
+
+
+def run_continuations(model: nn.Module, fn: Callable[..., Tensor], states: PromptStates, rows: list[int],
+                      continuations: list[list[int]], pad_id: int, token_budget: int) -> list[float]:
+    """``fn(model, states, rows, ids, mask)`` over right-padded continuations in token-budget batches.
+
+    Continuation i reads the cache of prompt ``rows[i]``; values come back in input order.
+    """
+    device = next(model.parameters()).device
+    out = [math.nan] * len(continuations)
+    for batch in token_budget_batches([len(c) for c in continuations], token_budget):
+        ids, mask = pad([continuations[i] for i in batch], pad_id, "right")
+        batch_rows = torch.tensor([rows[i] for i in batch], device=device)
+        for i, value in zip(batch, fn(model, states, batch_rows, ids.to(device), mask.to(device)).tolist()):
+            out[i] = value
+    return out
+
+
+def run_sequences(model: nn.Module, fn: Callable[..., Tensor], sequences: list[list[int]], pad_id: int,
+                  padding_side: str, token_budget: int, labels: list[list[int]] | None = None) -> list[float]:
+    """``fn(model, ids, mask[, labels]) -> [rows]`` over whole sequences in token-budget batches; input order."""
+    device = next(model.parameters()).device
+    out = [math.nan] * len(sequences)
+    for batch in token_budget_batches([len(s) for s in sequences], token_budget):
+        ids, mask = pad([sequences[i] for i in batch], pad_id, padding_side)
+        args = [ids.to(device), mask.to(device)]
+        if labels is not None:
+            args.append(pad([labels[i] for i in batch], IGNORE_INDEX, padding_side)[0].to(device))
+        for i, value in zip(batch, fn(model, *args).tolist()):
+            out[i] = value
+    return out
+
+
+def default_token_budget(device: torch.device) -> int:
+    """Tokens per forward pass: large batches feed a GPU; a CPU is fastest with batches that stay in cache.
+
+    Measured on a 2-core CPU with the default 135M model: 1024–2048 tokens per pass
+    score 1.4x faster than 8192.
+    """
+    return 16384 if device.type == "cuda" else 2048
+
+
+def token_budget_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices grouped longest first so that rows × longest length <= token_budget (at least one row each).
+
+    Sorting by length keeps padding small; ties keep input order, so batches are deterministic.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        # Lengths only decrease, so the first row of a batch sets its padded width.
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put models in eval mode and restore each submodule's own previous mode afterwards.
+
+    Restoring per submodule (not ``model.train(previous)``) keeps mixed states intact,
+    e.g. a frozen part a training module deliberately keeps in eval.
+    """
+    previous = {m: m.training for model in models for m in model.modules()}
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, training in previous.items():
+            module.training = training
