@@ -1,6 +1,8 @@
 import json
 
+import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from seam_lightning.data import DataSource, RLHFDataModule
 from seam_lightning.data.sampling import EpochShuffleSampler
@@ -69,8 +71,6 @@ def test_skip_on_a_rank_drops_that_ranks_consumed_indices():
 
 
 def test_bad_rank_is_rejected():
-    import pytest
-
     with pytest.raises(ValueError, match="rank"):
         EpochShuffleSampler(10, num_replicas=2, rank=2)
 
@@ -89,6 +89,27 @@ def test_skip_drops_the_start_of_the_next_pass_only():
     assert _order(sampler) == _order(EpochShuffleSampler(20, seed=5), 3)
     sampler.skip(25)
     assert _order(sampler) == []
+
+
+@pytest.mark.parametrize("size, num_replicas", [(24, 1), (24, 3), (5, 2), (1, 3), (0, 2)])
+def test_same_indices_as_a_plain_distributed_sampler(size, num_replicas):
+    for rank in range(num_replicas):
+        ours = EpochShuffleSampler(size, seed=7, num_replicas=num_replicas, rank=rank)
+        plain = DistributedSampler(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=7)
+        assert len(ours) == len(plain)
+        for epoch in (0, 3):
+            plain.set_epoch(epoch)
+            assert _order(ours, epoch) == list(plain)
+
+
+def test_resuming_gives_the_tail_of_the_plain_distributed_order():
+    plain = DistributedSampler(range(23), num_replicas=2, rank=1, shuffle=True, seed=4)
+    plain.set_epoch(2)
+    sampler = EpochShuffleSampler(23, seed=4, num_replicas=2, rank=1)
+    sampler.set_epoch(2)
+    sampler.skip(5)  # five indices of this rank's pass consumed before the restart
+    assert list(sampler) == list(plain)[5:]
+    assert len(sampler) == len(plain) == 12
 
 
 def _datamodule(tmp_path, seed):
