@@ -119,6 +119,53 @@ class RLHFDataModule(LightningDataModule):
             self._examples.clear()
         self.stage = stage
 
+    def prepare_data(self) -> None:
+        """Build the demo data and bundled models this run reads, once per node, before any rank's ``setup``.
+
+        Lightning calls this on one process per node and holds the other ranks at a
+        barrier until it returns, so they find the files in the cache (see
+        :func:`seam_lightning.cache.cache_root`) instead of all building them at once.
+        Nothing is loaded here, since state set in this hook would exist on one process
+        only: ``setup`` reads the data on every rank, and still builds lazily whatever
+        this did not build, e.g. when it is called directly without a Trainer.
+        """
+        # Imported here, as records.py does: plain-file users never need the builders.
+        from seam_lightning.data.demo import resolve_demo_uri
+        from seam_lightning.models.bundled import bundled_model_dir
+
+        for uri in self._demo_uris():
+            resolve_demo_uri(uri)  # builds every split when any is missing
+        for name in self._bundled_model_names():
+            bundled_model_dir(name)  # dequantises into the cache on first use
+
+    def _demo_uris(self) -> list[str]:
+        """The valid ``demo://<split>`` paths among the sources (a bad one is left for ``setup`` to report)."""
+        from seam_lightning.data.demo import DEMO_SCHEME, DEMO_SPLITS
+
+        sources = [*self.sources.values(), *self.augmented_sources.values()]
+        return [s.path for s in sources
+                if s is not None and s.path.startswith(DEMO_SCHEME) and s.path[len(DEMO_SCHEME):] in DEMO_SPLITS]
+
+    def _bundled_model_names(self) -> set[str]:
+        """``bundled:`` models named by the Trainer's module (hyperparameters) and callbacks (attributes).
+
+        Every rank loads them. The module's are usually in the cache already (its
+        constructor loads their tokenizer); a callback's (e.g.
+        ``SeamCallback(reference_policy=...)``) would otherwise be dequantised by every
+        rank at once when it first scores. Only models dequantised into the cache count:
+        bundled encoders are read straight from their package.
+        """
+        from seam_lightning.models.bundled import BUNDLED_MODELS, BUNDLED_SCHEME
+
+        trainer = self.trainer
+        if trainer is None:
+            return set()
+        module = trainer.lightning_module
+        settings = [dict(module.hparams)] if module is not None else []
+        settings += [getattr(callback, "__dict__", {}) for callback in trainer.callbacks]  # __slots__: none
+        names = {BUNDLED_SCHEME + key for key in BUNDLED_MODELS}
+        return {value for values in settings for value in values.values() if isinstance(value, str) and value in names}
+
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is not None:

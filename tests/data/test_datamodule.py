@@ -143,3 +143,56 @@ def test_drop_last_drops_only_a_partial_training_batch(sources, tiny_model_dir):
     dm.set_active_rl_ids([0])  # one example: no full batch, a clear error rather than empty epochs
     with pytest.raises(DataError, match="no full batch of 2"):
         dm.train_dataloader()
+
+
+# ----------------------------------------------------------------------------- prepare_data
+
+
+def test_prepare_data_builds_the_demo_files_into_an_empty_cache(monkeypatch, tmp_path, tiny_model_dir):
+    from seam_lightning.data.demo import DEMO_SPLITS, DEMO_VERSION
+
+    monkeypatch.setenv("SEAM_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    dm = RLHFDataModule()  # every default source is a demo:// split
+    dm.prepare_data()
+    root = tmp_path / "cache" / DEMO_VERSION
+    assert sorted(p.name for p in root.iterdir()) == sorted(f"{s}.jsonl" for s in DEMO_SPLITS)
+    # setup (on every rank) reads those files; it builds nothing again.
+    stamps = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "rl")
+    dm.setup("fit")
+    assert len(dm.records("rl")) == 500 and {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == stamps
+
+
+def test_setup_without_prepare_data_still_builds_the_demo_files(monkeypatch, tmp_path, tiny_model_dir):
+    monkeypatch.setenv("SEAM_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    dm = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None, rl_val=None)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "rl")
+    dm.setup("fit")  # no Trainer, so nobody called prepare_data
+    assert len(dm.records("rl")) == 500
+
+
+def test_prepare_data_builds_nothing_for_plain_files_or_a_bad_demo_name(monkeypatch, tmp_path, sources):
+    monkeypatch.setenv("SEAM_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    _datamodule(sources).prepare_data()
+    RLHFDataModule(sft=DataSource("demo://nope"), sft_val=None, preference=None, preference_val=None,
+                   rl=None, rl_val=None).prepare_data()  # the bad name is setup's error to report
+    assert not (tmp_path / "cache").exists()
+
+
+def test_prepare_data_builds_the_bundled_models_of_module_and_callbacks(monkeypatch, sources):
+    from types import SimpleNamespace
+
+    from seam_lightning.models import bundled
+
+    built = []
+    monkeypatch.setattr(bundled, "bundled_model_dir", built.append)  # dequantising takes ~20 s: record instead
+    dm = _datamodule(sources)
+    module = SimpleNamespace(hparams={"model": "bundled:SmolLM2-135M-Instruct", "learning_rate": 1e-4})
+    callback = SimpleNamespace(reference_policy="bundled:SmolLM2-135M-Instruct", reward_model="/runs/rm",
+                               encoder="bundled:all-MiniLM-L6-v2")  # an encoder is read from its package
+    dm.trainer = SimpleNamespace(lightning_module=module, callbacks=[callback])
+    dm.prepare_data()
+    assert built == ["bundled:SmolLM2-135M-Instruct"]
+    dm.trainer = None
+    dm.prepare_data()  # outside a Trainer only the data module's own sources count
+    assert built == ["bundled:SmolLM2-135M-Instruct"]
