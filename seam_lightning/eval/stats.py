@@ -7,6 +7,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
+from scipy.stats import t
+
 
 @dataclass(frozen=True)
 class MeanCI:
@@ -26,22 +28,10 @@ class MeanCI:
         return f"{self.mean:.{digits}f} ({pct} CI {self.low:.{digits}f} to {self.high:.{digits}f}, n={self.n})"
 
 
-def critical_value(confidence: float, dof: int) -> float:
-    """Two-sided critical value: Student's t with ``dof`` degrees of freedom (scipy), else the normal one."""
-    q = (1.0 + confidence) / 2.0
-    try:
-        from scipy.stats import t
-    except ImportError:
-        # Without scipy the normal quantile: a little narrower than t for small samples.
-        return statistics.NormalDist().inv_cdf(q)
-    return float(t.ppf(q, dof))
-
-
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
-    """Mean of ``values`` ± t·s/√n (s: sample standard deviation, ddof 1).
+    """Mean of ``values`` ± t·s/√n: Student's t interval (s: sample standard deviation, ddof 1).
 
-    The interval is Student's t interval when scipy is installed, else the normal
-    approximation. One value gives the degenerate interval [mean, mean]. Missing
+    One value, or values all equal, give the degenerate interval [mean, mean]. Missing
     values (None) must be dropped by the caller: they would say nothing here.
     """
     if not 0.0 < confidence < 1.0:
@@ -60,5 +50,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
     mean = math.fsum(data) / n
     if n == 1:
         return MeanCI(mean, mean, mean, 1, confidence)
-    half = critical_value(confidence, n - 1) * statistics.stdev(data) / math.sqrt(n)
-    return MeanCI(mean, mean - half, mean + half, n, confidence)
+    sd = statistics.stdev(data)
+    if sd == 0.0:  # scipy's t has no scale-0 form (it returns NaN); the interval is the point
+        return MeanCI(mean, mean, mean, n, confidence)
+    low, high = t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    return MeanCI(mean, float(low), float(high), n, confidence)

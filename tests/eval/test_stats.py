@@ -1,15 +1,14 @@
-"""mean_ci against hand computations, with and without scipy."""
+"""mean_ci against hand computations and Student's t quantiles from tables."""
 
 import dataclasses
 import math
-import sys
 
 import pytest
 
-from seam_lightning.eval.stats import MeanCI, critical_value, mean_ci
+from seam_lightning.eval.stats import MeanCI, mean_ci
 
 T_975_3 = 3.182446305284263  # Student's t, 3 degrees of freedom, 97.5% quantile (tables)
-Z_975 = 1.959963984540054
+T_995_4 = 4.604094871415897  # Student's t, 4 degrees of freedom, 99.5% quantile (tables)
 
 
 def test_t_interval_by_hand():
@@ -28,17 +27,20 @@ def test_other_confidence_is_wider_or_narrower():
     assert wide.low < narrow.low < narrow.mean < narrow.high < wide.high
 
 
-def test_normal_approximation_without_scipy(monkeypatch):
-    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # makes `from scipy.stats import t` fail
-    assert critical_value(0.95, 3) == pytest.approx(Z_975)
-    ci = mean_ci([1, 2, 3, 4])
-    half = Z_975 * math.sqrt(5 / 3) / 2
-    assert (ci.low, ci.high) == pytest.approx((2.5 - half, 2.5 + half))
+def test_99_percent_interval_by_hand():
+    values = [0.1, 0.4, 0.35, 0.8, 0.5]
+    ci = mean_ci(values, 0.99)
+    mean = 2.15 / 5
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
+    half = T_995_4 * sd / math.sqrt(5)
+    assert ci.mean == pytest.approx(mean, rel=1e-12) and ci.n == 5 and ci.confidence == 0.99
+    assert (ci.low, ci.high) == pytest.approx((mean - half, mean + half), rel=1e-9)
 
 
 def test_degenerate_cases():
     assert mean_ci([7.5]) == MeanCI(7.5, 7.5, 7.5, 1)
-    assert mean_ci([3, 3, 3]) == MeanCI(3.0, 3.0, 3.0, 3)
+    assert mean_ci([3, 3, 3]) == MeanCI(3.0, 3.0, 3.0, 3)  # no spread: no NaN from a zero scale
+    assert mean_ci([0.1, 0.1], 0.9) == MeanCI(0.1, 0.1, 0.1, 2, 0.9)
     assert mean_ci(iter([1.0, 3.0])).mean == 2.0  # any iterable
 
 
