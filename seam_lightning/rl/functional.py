@@ -60,11 +60,6 @@ def masked_moments(values: Tensor, mask: Tensor, unbiased: bool = True,
     return mean, var
 
 
-def masked_var(values: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance over the unmasked entries (Bessel-corrected by default)."""
-    return masked_moments(values, mask, unbiased)[1]
-
-
 def masked_whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8,
                   all_sum: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """(x − mean) / std over the unmasked entries; masked entries become 0.

@@ -9,7 +9,6 @@ from seam_lightning.rl.functional import (
     kl_penalty,
     masked_mean,
     masked_sum,
-    masked_var,
     masked_whiten,
     policy_loss,
     token_rewards,
@@ -44,14 +43,6 @@ def test_masked_mean_of_empty_mask_is_zero():
     torch.testing.assert_close(masked_mean(values, torch.zeros(2, 2)), torch.tensor(0.0))
     row_mask = torch.tensor([[1, 1], [0, 0]])
     torch.testing.assert_close(masked_mean(values, row_mask, dim=1), torch.tensor([1.5, 0.0]))
-
-
-def test_masked_var_is_unbiased_over_unmasked_entries():
-    values = torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0])
-    mask = torch.tensor([1, 1, 1, 1, 0])
-    # mean 2.5, squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5
-    torch.testing.assert_close(masked_var(values, mask), torch.tensor(5.0 / 3.0))
-    torch.testing.assert_close(masked_var(values, mask, unbiased=False), torch.tensor(1.25))
 
 
 def test_masked_whiten_gives_zero_mean_unit_std_and_zeros_masked():
