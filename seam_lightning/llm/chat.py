@@ -1,7 +1,7 @@
 """Chat back ends: one prompt in, one `Completion` out.
 
 `OpenAIBackend` talks to any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp
-server, Ollama) through the ``openai`` client with its own retry policy;
+server, Ollama) through the ``openai`` client, with a retry policy of its own;
 `TransformersBackend` samples from a local causal LM. Both keep a token tally.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 from urllib.parse import urlparse
 
-
 from seam_lightning.models.loading import DEFAULT_MODEL
+
 log = logging.getLogger(__name__)
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -149,7 +149,7 @@ def _is_official(url: str) -> bool:
 
 
 def _retryable(status: int) -> bool:
-    """Statuses worth another try: timeout, conflict, rate limit, server errors (as the openai client's own policy)."""
+    """Statuses worth another try: timeout, conflict, rate limit, server errors (those the openai client retries)."""
     return status in (408, 409, 429) or status >= 500
 
 
@@ -258,7 +258,7 @@ class OpenAIBackend(ChatBackend):
 
     @property
     def client(self):
-        """The ``openai.OpenAI`` client, built on first use with its own retries off (ours decide)."""
+        """The ``openai.OpenAI`` client, built on first use with its own retries off (`complete` says why)."""
         with self._client_lock:
             if self._client is None:
                 from openai import OpenAI
@@ -283,6 +283,16 @@ class OpenAIBackend(ChatBackend):
         if seed is not None:
             request["seed"] = seed
         client = self.client
+        # Our loop, not the client's max_retries: the client would retry the same failures
+        # (408/409/429/5xx, timeouts, connection errors), but it cannot keep what this does:
+        # - its back-off is fixed (0.5 s doubling up to 8 s, openai module constants), where
+        #   backoff_seconds and max_backoff_seconds are settings of ours (from YAML too);
+        # - it raises at once on a Retry-After above 2 minutes (and ignores "0"), where we
+        #   wait as long as the server asked;
+        # - it waits inside the client with time.sleep, so `_sleep` (tests, a caller's
+        #   pacing) never sees the waits, and the usage tally would learn of the attempts
+        #   only after the call instead of as each one is sent.
+        # What the status means (clear 401/404 errors, ChatRequestRejected) is ours either way.
         for attempt in range(self.max_retries + 1):
             self._tally.add(requests=1, retries=int(attempt > 0))
             try:

@@ -206,7 +206,9 @@ def test_backoff_is_capped(server):
     assert b.delays[-1] == 3.0 and all(d <= 3.0 for d in b.delays) and len(b.delays) == 4
 
 
-@pytest.mark.parametrize("header, wait", [("7", 7.0), ("0.25", 0.25)])
+# "300" and "0" are waited as asked: the openai client's own retries would give up at once on
+# the first and back off on its own on the second (why OpenAIBackend keeps its retry loop).
+@pytest.mark.parametrize("header, wait", [("7", 7.0), ("0.25", 0.25), ("300", 300.0), ("0", 0.0)])
 def test_retry_after_is_honoured(server, header, wait):
     b = backend(server)
     server.fail_next(Failure(429, retry_after=header))
@@ -295,7 +297,7 @@ def test_api_key(monkeypatch, server):
     b = OpenAIBackend("gpt-4o", api_key_env="SEAM_TEST_KEY")
     assert b.base_url == "https://api.openai.com/v1" and b.client.api_key == "sk-test-123"
     assert OpenAIBackend(MODEL, base_url=server.url).client.api_key == "EMPTY"
-    # The client is built with its own retries off, so ours are the only ones.
+    # The client is built with its own retries off, so ours are the only ones (chat.py says why).
     assert b.client.max_retries == 0
 
 
