@@ -1,4 +1,18 @@
-"""Read raw records from JSONL, Parquet or `datasets` sources and validate them.
+"""Read raw records from JSONL, CSV, Parquet or `datasets` sources and validate them.
+
+A record's canonical fields (``instruction``, ``response``, ``chosen``, ``rejected``)
+come, in this order of precedence, from:
+
+1. the columns ``DataSource.fields`` maps them to;
+2. columns of the same name, when the record has every requested field as a string;
+3. otherwise the record's own format, detected from its fields: TRL standard or
+   conversational (``prompt``/``completion``, ``prompt``/``chosen``/``rejected``,
+   ``messages``, implicit-prompt ``chosen``/``rejected``) or HH-RLHF text — see
+   :mod:`seam_lightning.data.formats` for the rules, including how a conversational
+   prompt becomes one instruction text. Fields that format does not supply are read
+   as same-named columns.
+
+CSV cells are all text; only the ``id_field`` column is read as an integer.
 
 Every problem is raised as a `DataError` whose message names the file (or data
 set), the line or record, and the field, so a bad row can be found and fixed.
@@ -6,15 +20,23 @@ set), the line or record, and the field, so a bad row can be found and fixed.
 from __future__ import annotations
 
 import codecs
+import csv
 import itertools
 import json
 import os
+import re
 import reprlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
+
+from seam_lightning.data.formats import FormatError, convert, text_problem
 
 JSONL_SUFFIXES = (".jsonl", ".jsonlines", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+_CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB per cell) is too small for long documents
+# Longer digit strings stay text: int() refuses over 4300 digits, and no int64 id has 20.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 _BATCH = 1024  # rows per Arrow batch when iterating a `datasets.Dataset`
 
 Row = tuple[str, Any]  # (origin, raw record as parsed; validated later)
@@ -90,6 +112,60 @@ def _iter_parquet(path: str, columns: list[str]) -> Iterator[Row]:
         yield f"parquet {path} record {i}", row
 
 
+def _decoded_lines(fh: Iterable[bytes], path: str) -> Iterator[str]:
+    """Decode a binary file line by line, so a bad byte is reported with its own line number."""
+    for lineno, raw in enumerate(fh, start=1):
+        if lineno == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)  # Excel writes one
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} line {lineno}: not valid UTF-8 "
+                            f"(byte 0x{raw[e.start]:02x} at position {e.start})") from e
+
+
+def _iter_csv(path: str, delimiter: str, id_field: str | None) -> Iterator[Row]:
+    """Yield (origin, row dict) from a CSV/TSV file with a header row; origins give a record's first line.
+
+    Cells are text, kept as written; the id column alone is parsed as an integer, since
+    CSV has no types and ids must be integers.
+    """
+    # Raising the limit only lets larger cells through; nothing relies on the smaller one.
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with open(path, "rb") as fh:
+        # Lines keep their own line endings, which is what the csv module needs for quoted newlines.
+        reader = csv.reader(_decoded_lines(fh, path), delimiter=delimiter)
+        header: list[str] | None = None
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise DataError(f"{path} line {start}: invalid CSV: {e}") from e
+            if not cells:
+                continue  # a blank line
+            if header is None:
+                header = _csv_header(cells, path, start)
+                continue
+            origin = f"{path} line {start}"
+            if len(cells) != len(header):
+                raise DataError(f"{origin}: {len(cells)} cells, but the header has {len(header)} columns")
+            row = dict(zip(header, cells))
+            if id_field in row and _INTEGER.fullmatch(row[id_field].strip()):
+                row[id_field] = int(row[id_field])
+            yield origin, row
+
+
+def _csv_header(cells: list[str], path: str, lineno: int) -> list[str]:
+    """The column names; a repeated name would make one column silently hide another."""
+    repeated = sorted({c for c in cells if cells.count(c) > 1})
+    if repeated:
+        raise DataError(f"{path} line {lineno}: header repeats column(s) {repeated}")
+    return cells
+
+
 def _open_dataset(path: str, split: str) -> Any:
     """Load one split of a `datasets` source: a save_to_disk dir, a hub name or a local path."""
     import datasets
@@ -132,12 +208,14 @@ def _iter_rows(source: DataSource, columns: list[str]) -> Iterator[Row]:
 
         path = str(resolve_demo_uri(path))
     suffix = os.path.splitext(path)[1].lower()
-    if suffix in JSONL_SUFFIXES + PARQUET_SUFFIXES and not os.path.isfile(path):
+    if suffix in (*JSONL_SUFFIXES, *PARQUET_SUFFIXES, *CSV_DELIMITERS) and not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     if suffix in JSONL_SUFFIXES:
         return _iter_jsonl(path)
     if suffix in PARQUET_SUFFIXES:
         return _iter_parquet(path, columns)
+    if suffix in CSV_DELIMITERS:
+        return _iter_csv(path, CSV_DELIMITERS[suffix], source.id_field)
     return _iter_dataset(path, source.split, columns)
 
 
@@ -150,17 +228,35 @@ def _text_field(row: dict, origin: str, name: str, column: str) -> str:
         shown = [k if len(k) <= 40 else f"{k[:37]}..." for k in map(str, keys[:10])]
         shown += ["..."] if len(keys) > 10 else []
         raise DataError(f"{origin}: missing field {column!r}{hint}; record has fields {shown}")
-    value = row[column]
-    if not isinstance(value, str):
-        raise DataError(f"{origin}: field {column!r} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(f"{origin}: field {column!r} is empty")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:  # a lone \ud800 escape in JSON; tokenizers reject it
-        raise DataError(f"{origin}: field {column!r} holds an unpaired surrogate "
-                        f"{value[e.start]!r} at character {e.start}") from e
+    return _checked_text(row[column], origin, column)
+
+
+def _checked_text(value: Any, origin: str, column: str) -> str:
+    """Return `value` if it is usable text (see formats.text_problem), else fail naming `column`."""
+    problem = text_problem(value)
+    if problem:
+        raise DataError(f"{origin}: field {column!r} {problem}")
     return value
+
+
+def _record_texts(row: dict, origin: str, mapping: dict[str, str], explicit: Sequence[str]) -> dict[str, str]:
+    """The canonical texts of one record, by the precedence in the module docstring."""
+    unmapped = [name for name in mapping if name not in explicit]
+    derived = {}
+    # A record holding every requested field as text is canonical: its columns are read as they
+    # are. A missing field, or a message list (conversational chosen/rejected), calls for its format.
+    if any(not isinstance(row.get(name), str) for name in unmapped):
+        try:
+            derived = convert(row, unmapped)
+        except FormatError as e:
+            raise DataError(f"{origin}: {e}") from None
+    texts = {}
+    for name, column in mapping.items():
+        if name in derived:
+            texts[name] = _checked_text(derived[name].value, origin, derived[name].field)
+        else:
+            texts[name] = _text_field(row, origin, name, column)
+    return texts
 
 
 def _record_id(row: dict, origin: str, id_field: str) -> int:
@@ -177,7 +273,11 @@ def _record_id(row: dict, origin: str, id_field: str) -> int:
 
 
 def load_records(source: DataSource, required: Sequence[str]) -> list[Record]:
-    """Read every record of `source`, keep the canonical `required` fields (mapped through source.fields), validate them."""
+    """Read every record of `source`, keep the canonical `required` fields, validate them.
+
+    Fields come from the columns source.fields maps them to, else from same-named
+    columns or the record's own format (see the module docstring).
+    """
     if source.limit is not None and source.limit < 1:
         raise DataError(f"{source.path}: limit must be a positive integer, got {source.limit!r}")
     mapping = {name: source.fields.get(name, name) for name in required}
@@ -187,7 +287,7 @@ def load_records(source: DataSource, required: Sequence[str]) -> list[Record]:
     records: list[Record] = []
     seen: dict[int, str] = {}
     for position, (origin, row) in enumerate(itertools.islice(rows, source.limit)):
-        text = {name: _text_field(row, origin, name, col) for name, col in mapping.items()}
+        text = _record_texts(row, origin, mapping, list(source.fields))
         rid = _record_id(row, origin, source.id_field) if source.id_field else position
         if rid in seen:
             raise DataError(f"{origin}: duplicate id {rid} (also used at {seen[rid]})")
