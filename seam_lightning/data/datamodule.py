@@ -14,13 +14,15 @@ the Trainer has ``reload_dataloaders_every_n_epochs=1``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from functools import partial
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -61,6 +63,10 @@ class RLHFDataModule(LightningDataModule):
         drop_last: drop an epoch's last partial training batch, so every step sees
             ``batch_size`` examples (e.g. every PPO step the same number of prompts, whatever
             share SEAM pruned). Fewer examples than one batch is then an error.
+        allow_changed_data: resume from a checkpoint although the RL set's ids or texts differ
+            from those it was written with (e.g. the file was rebuilt), with a warning instead of
+            a ValueError. The checkpoint's SEAM state names RL examples by id, so those ids may now
+            name other prompts. Not saved with the hyperparameters, so it never sticks.
     """
 
     def __init__(
@@ -81,13 +87,15 @@ class RLHFDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         drop_last: bool = False,
+        allow_changed_data: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong must be 'truncate' or 'drop', got {overlong!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["allow_changed_data"])
+        self.allow_changed_data = allow_changed_data
         self.sources = {"sft": sft, "sft_val": sft_val, "preference": preference,
                         "preference_val": preference_val, "rl": rl, "rl_val": rl_val}
         self.augmented_sources = {"sft": sft_augmented, "preference": preference_augmented}
@@ -270,15 +278,53 @@ class RLHFDataModule(LightningDataModule):
         return {
             "active_rl_ids": None if self.active_rl_ids is None else sorted(self.active_rl_ids),
             "added": {k: [{"id": r.id, "text": r.text, "origin": r.origin} for r in v] for k, v in self.added.items()},
+            # What the ids above (and SEAM's state) refer to; None when the run never read an RL set.
+            "rl_data": self._rl_data() if "rl" in self._records else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_rl_data(state)
         ids = state.get("active_rl_ids")
         self.active_rl_ids = None if ids is None else set(ids)
         self.added = {"sft": [], "preference": []}
         self.added.update({k: [Record(r["id"], r["text"], r.get("origin", f"augmented #{r['id']}")) for r in v]
                            for k, v in state.get("added", {}).items()})
         self._examples.clear()
+
+    def _rl_data(self) -> dict[str, str] | None:
+        """The RL set's source and fingerprint (read now if not yet); None when no RL source is configured."""
+        source = self.sources["rl"]
+        if source is None:
+            return None
+        return {"source": source.path, "fingerprint": rl_data_fingerprint(self.records("rl"))}
+
+    def _check_rl_data(self, state: dict[str, Any]) -> None:
+        """Raise (warn, with ``allow_changed_data``) unless the RL set is the one the checkpoint was written with.
+
+        Under a Trainer ``setup`` has read the set already (Lightning restores the data
+        module's state after the setup hook); otherwise it is read here.
+        """
+        if "rl_data" not in state:
+            if "rl" in self._records:
+                rank_zero_warn("RLHFDataModule: this checkpoint records no fingerprint of its RL data set (it "
+                               "predates them), so the RL ids it holds cannot be checked; resuming anyway")
+            return
+        saved = state["rl_data"]
+        if saved is None:  # the run that wrote it never read an RL set: nothing in it refers to one
+            return
+        current = self._rl_data()
+        if current is not None and current["fingerprint"] == saved["fingerprint"]:
+            return
+        now = f"{current['source']!r} (fingerprint {current['fingerprint'][:12]})" if current else "no RL set"
+        message = (f"RLHFDataModule: the RL data set differs from the one the checkpoint was written with: "
+                   f"checkpoint {saved['source']!r} (fingerprint {saved['fingerprint'][:12]}), now {now}. "
+                   "Its state names RL examples by id (the SEAM-pruned active set), which would now be other "
+                   "prompts or none.")
+        if self.allow_changed_data:
+            rank_zero_warn(f"{message} Resuming anyway (allow_changed_data=True).")
+            return
+        raise ValueError(f"{message} To resume on the new data anyway, pass allow_changed_data=True "
+                         "(in the CLI: --data.allow_changed_data true).")
 
     # -- loaders ----------------------------------------------------------------------------
 
@@ -320,3 +366,9 @@ class RLHFDataModule(LightningDataModule):
         if trainer is None or not trainer.fit_loop.restarting:
             return 0
         return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def rl_data_fingerprint(records: list[Record]) -> str:
+    """sha256 over the sorted (id, instruction, response) of an RL set: changes when any id or text does."""
+    rows = sorted((r.id, r.text["instruction"], r.text["response"]) for r in records)
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()

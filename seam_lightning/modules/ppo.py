@@ -36,7 +36,14 @@ from seam_lightning.models.loading import (
     load_reward_model,
     load_tokenizer,
 )
-from seam_lightning.modules.base import drop_frozen_parameters, global_token_mean
+from seam_lightning.modules.base import (
+    FrozenBase,
+    check_provenance,
+    check_trainable_keys,
+    drop_frozen_parameters,
+    global_token_mean,
+    record_provenance,
+)
 from seam_lightning.rl.functional import (
     KLEstimator,
     entropy_from_logits,
@@ -138,6 +145,10 @@ class PPOModule(LightningModule):
             stream, seeded by (seed, PPO step, example id), so it does not depend on the
             batch it is in or the rank that runs it: a DDP run samples what one process would.
         export_dir: where to write the trained policy (None: no export).
+        allow_changed_bases: resume from a checkpoint although a frozen model it depends on (the
+            policy's or value model's base, a separate reference, the reward model) now has other
+            weights than when it was written, with a warning instead of a ValueError; e.g. after
+            ``runs/sft/export`` was rebuilt. Not saved with the hyperparameters, so it never sticks.
     """
 
     data_stage: ClassVar[str] = "rl"
@@ -179,6 +190,7 @@ class PPOModule(LightningModule):
         eval_greedy: bool = True,
         seed: int = 0,
         export_dir: str | None = None,
+        allow_changed_bases: bool = False,
     ):
         super().__init__()
         if (reward_model is None) == (reward_fn is None):
@@ -188,10 +200,12 @@ class PPOModule(LightningModule):
         if reward_normalization not in ("none", "batch", "running"):
             raise ValueError(f"reward_normalization must be 'none', 'batch' or 'running', got {reward_normalization!r}")
         kl_penalty(torch.zeros(1), torch.zeros(1), kl_estimator)  # reject a bad estimator name now, not at step 1
-        self.save_hyperparameters(ignore=["reward_fn"])
+        self.save_hyperparameters(ignore=["reward_fn", "allow_changed_bases"])
         self.automatic_optimization = False
-        # Frozen weights are reloaded from their sources, not stored in checkpoints.
+        # Frozen weights are reloaded from their sources, not stored in checkpoints, so Lightning's
+        # strict loading would miss them; on_load_checkpoint checks the trainable keys strictly instead.
         self.strict_loading = False
+        self.allow_changed_bases = allow_changed_bases
 
         self.tokenizer = load_tokenizer(policy)
         self.reward_fn = reward_fn
@@ -526,8 +540,31 @@ class PPOModule(LightningModule):
 
     # -- checkpoints and export ---------------------------------------------------------------
 
+    def _frozen_bases(self) -> dict[str, FrozenBase]:
+        """The models whose frozen weights the checkpoints depend on (those without any are left out later).
+
+        With LoRA the reference policy is the policy's base, so only a separately loaded
+        one is listed; with a shared backbone the reward model is the value model's frozen
+        weights including the RM's own head, which the value model's entry leaves out
+        (its trained head copy is in the checkpoint).
+        """
+        hp = self.hparams
+        bases = {
+            "policy": FrozenBase(hp.policy, self.policy, with_replaced_originals=False),
+            "value_model": FrozenBase(hp.value_model or hp.reward_model or hp.policy, self.value_model,
+                                      with_replaced_originals=False),
+        }
+        if self.reference_policy is not None:
+            bases["reference_policy"] = FrozenBase(hp.policy, self.reference_policy)
+        if self.reward_model is not None:
+            bases["reward_model"] = FrozenBase(hp.reward_model, self.reward_model)
+        elif self.shares_reward_backbone:
+            bases["reward_model"] = FrozenBase(hp.reward_model, self.value_model, with_replaced_originals=True)
+        return bases
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = drop_frozen_parameters(checkpoint["state_dict"], self)
+        checkpoint["provenance"] = record_provenance(self._frozen_bases())
         checkpoint["ppo"] = {
             "ppo_step": self.ppo_step,
             "kl_controller": self.kl_controller.state_dict(),
@@ -536,6 +573,10 @@ class PPOModule(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs after configure_model (in the Trainer and in load_from_checkpoint), so the models are built.
+        check_trainable_keys(self, checkpoint["state_dict"])
+        check_provenance("PPOModule", checkpoint.get("provenance"), record_provenance(self._frozen_bases()),
+                         self.allow_changed_bases)
         state = checkpoint.get("ppo")
         if state is None:
             return

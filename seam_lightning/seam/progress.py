@@ -17,33 +17,11 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from seam_lightning.jsonl import append_jsonl, read_jsonl
+from seam_lightning.models.fingerprint import model_fingerprint  # noqa: F401  (callers import it from here)
 from seam_lightning.seam.scorer import SeamExample, SeamResult
 
 log = logging.getLogger(__name__)
-
-_SAMPLE = 4096  # elements hashed per frozen tensor
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A digest of a model's weights: every trainable tensor in full, a strided sample of frozen ones.
-
-    Frozen weights only change when a different model is loaded, which the sample
-    and the names/shapes catch; trained weights (LoRA adapters, heads) change a little
-    at every step, so they are hashed whole.
-    """
-    digest = hashlib.blake2b(digest_size=16)
-    with torch.no_grad():
-        for name, p in model.named_parameters(remove_duplicate=False):
-            digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}:{p.requires_grad}".encode())
-            flat = p.detach().reshape(-1)
-            if not p.requires_grad:
-                flat = flat[:: max(1, flat.numel() // _SAMPLE)]
-            digest.update(flat.float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def example_key(example: SeamExample) -> str:

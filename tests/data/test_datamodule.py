@@ -1,6 +1,9 @@
 import json
+import re
 
 import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
 
 from seam_lightning.data import DataError, DataSource, RLHFDataModule
 from seam_lightning.models import load_tokenizer
@@ -196,3 +199,80 @@ def test_prepare_data_builds_the_bundled_models_of_module_and_callbacks(monkeypa
     dm.trainer = None
     dm.prepare_data()  # outside a Trainer only the data module's own sources count
     assert built == ["bundled:SmolLM2-135M-Instruct"]
+
+
+# ----------------------------------------------------------------------------- resuming on the same RL data
+
+
+class _RLLearner(LightningModule):
+    """The least a module needs to train on the RL loader under a Trainer: a tokenizer, the stage, one weight."""
+
+    data_stage = "rl"
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return self.weight * batch["input_ids"].float().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_rl(datamodule, tokenizer, tmp_path, max_steps, ckpt_path=None):
+    trainer = Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(_RLLearner(tokenizer), datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_resuming_on_changed_rl_data_is_refused_unless_allowed(sources, tiny_model_dir, tmp_path):
+    tok = load_tokenizer(str(tiny_model_dir))
+    first = _datamodule(sources)
+    trainer = _fit_rl(first, tok, tmp_path, max_steps=1)
+    first.set_active_rl_ids([0, 1, 3])  # as SEAM pruning would: ids of the RL set
+    checkpoint = tmp_path / "rl.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    assert _fit_rl(_datamodule(sources), tok, tmp_path, max_steps=2, ckpt_path=checkpoint).global_step == 2
+
+    rl_path = sources["rl"].path
+    _write_jsonl(tmp_path / "rl.jsonl", [  # rebuilt: same ids, one text changed
+        {"instruction": f"Explain `g{i}`.", "response": f"Join {i} paths." if i else "Split a path."} for i in range(5)
+    ])
+    with pytest.raises(ValueError, match=rf"RL data set differs.*checkpoint {re.escape(repr(rl_path))}.*"
+                                         "allow_changed_data=True"):
+        _fit_rl(_datamodule(sources), tok, tmp_path, max_steps=2, ckpt_path=checkpoint)
+    allowed = _datamodule(sources, allow_changed_data=True)
+    with pytest.warns(UserWarning, match="Resuming anyway"):
+        assert _fit_rl(allowed, tok, tmp_path, max_steps=2, ckpt_path=checkpoint).global_step == 2
+    assert allowed.active_rl_ids == {0, 1, 3}
+    assert "allow_changed_data" not in allowed.hparams  # the override never sticks to a checkpoint
+
+
+def test_the_rl_fingerprint_is_recorded_only_when_an_rl_set_was_read(sources, tiny_model_dir, tmp_path):
+    dm = _datamodule(sources)
+    dm.connect(load_tokenizer(str(tiny_model_dir)), "sft")
+    dm.setup("fit")
+    state = dm.state_dict()
+    assert state["rl_data"] is None  # an SFT run never read D_rl: nothing in its state refers to it
+    _write_jsonl(tmp_path / "rl.jsonl", [{"instruction": "Other.", "response": "Data."}])
+    _datamodule(sources).load_state_dict(state)  # so changing D_rl since is no concern
+
+    older = {k: v for k, v in state.items() if k != "rl_data"}  # a checkpoint from before fingerprints
+    resumed = _datamodule(sources)
+    resumed.records("rl")
+    with pytest.warns(UserWarning, match="records no fingerprint of its RL data set"):
+        resumed.load_state_dict(older)
+
+
+def test_rl_fingerprint_covers_ids_and_texts_not_their_order():
+    from seam_lightning.data.datamodule import rl_data_fingerprint
+    from seam_lightning.data.records import Record
+
+    records = [Record(i, {"instruction": f"Q{i}", "response": f"A{i}"}, f"file #{i}") for i in range(3)]
+    base = rl_data_fingerprint(records)
+    assert rl_data_fingerprint(records[::-1]) == base
+    assert rl_data_fingerprint([Record(7, r.text, r.origin) if r.id == 0 else r for r in records]) != base
+    assert rl_data_fingerprint([Record(0, {"instruction": "Q0", "response": "B"}, "x"), *records[1:]]) != base
