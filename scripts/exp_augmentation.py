@@ -34,7 +34,7 @@ from experiments.common import (Judges, add_common_args, bar_plot, ci_text, cont
                                 markdown_table, resolve, rl_records, rm_accuracy, run_ppo, seam_scores,
                                 train_reward_model, write_json)
 from seam_lightning.seam.augment import contrast_augmentations
-from seam_lightning.seam.callback import write_jsonl_atomic
+from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam, selection_size
 

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import seam_lightning  # noqa: E402,F401  (registers the modules for short class names)
 from seam_lightning.data.datamodule import RLHFDataModule  # noqa: E402
-from seam_lightning.eval.files import write_json  # noqa: E402
+from seam_lightning.files import write_json  # noqa: E402
 
 
 class SeamLightningCLI(LightningCLI):

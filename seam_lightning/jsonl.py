@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from seam_lightning.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,5 @@ def append_jsonl(path: str | Path, objects: list[dict[str, Any]], open_line: boo
 
 
 def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` as JSON lines to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    """Write ``rows`` as JSON lines to ``path`` atomically (:func:`seam_lightning.files.atomic_path`)."""
+    return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -85,6 +85,11 @@ class KillingContrast(ContrastSource):
             os.kill(os.getpid(), signal.SIGKILL)
         return super().candidates(instructions, responses, num_candidates)
 
+    def config(self):
+        # The source it stands in for: dying on a call does not change its candidates.
+        config = {k: v for k, v in super().config().items() if k not in ("kill_on_call", "calls")}
+        return config | {"class": f"{ContrastSource.__module__}.{ContrastSource.__qualname__}"}
+
 
 def candidate_table(rl_path: Path) -> dict[str, list[str]]:
     """Candidates for each RL instruction: the golden responses of the next three rows."""
@@ -116,15 +121,15 @@ def build(args, stage: str, data: str):
         table = candidate_table(data_dir / "rl.jsonl")
         source = KillingSource(table, args.kill_on_call) if args.kill_on_call else ListSource(table)
         callbacks.append(SeamCallback(source, fraction=args.fraction, num_candidates=3, every_n_epochs=0,
-                                      reference_policy=args.model, reward_model=args.model, chunk_size=4,
+                                      reference_policy=args.model, reward_model=args.model, prompts_per_chunk=4,
                                       progress=False))
     if stage == "augment":
         contrast = dict(corpus=DataSource(str(data_dir / "corpus.jsonl")), band=(0.3, 0.95),
                         cache_dir=str(Path(args.out) / "contrast_cache"))
         source = KillingContrast(args.kill_on_call, **contrast) if args.kill_on_call else ContrastSource(**contrast)
         callbacks.append(SeamCallback(source, mode="augment", fraction=0.5, num_candidates=2, every_n_epochs=1,
-                                      policy="current", reward_model=args.reward_model, augmentations_per_prompt=2,
-                                      chunk_size=4, progress=False))
+                                      likelihood_from="current", reward_model=args.reward_model, augmentations_per_prompt=2,
+                                      prompts_per_chunk=4, progress=False))
     data = RLHFDataModule(sft=sources["sft"], sft_val=None, preference=sources["preference"], preference_val=None,
                           rl=sources["rl"], rl_val=None, batch_size=args.batch_size, seed=1)
     return module, data, callbacks

@@ -22,6 +22,9 @@ class ListSource(CandidateSource):
         self.last_stats = CandidateStats.of(out, num_candidates)
         return out
 
+    def config(self):
+        return {"class": "ListSource", "table": self.table}  # its candidates are the table
+
 
 class RLConsumer(LightningModule):
     """A user's own RL module: trains on RL prompt batches and records which ids it saw per epoch."""

@@ -21,7 +21,8 @@ def test_a_crash_while_writing_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     real_save = torch.save
 
     def dies_half_way(obj, f, *args, **kwargs):
-        f.write(b"partial checkpoint bytes")
+        with open(f, "wb") as handle:  # torch.save is given the temporary path
+            handle.write(b"partial checkpoint bytes")
         raise KeyboardInterrupt("killed while saving")
 
     monkeypatch.setattr(torch, "save", dies_half_way)

@@ -26,7 +26,7 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
 from seam_lightning import DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning.data.records import load_records  # noqa: E402
-from seam_lightning.eval import files  # noqa: E402
+from seam_lightning import files  # noqa: E402
 from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
 from seam_lightning.eval.stats import mean_ci  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402

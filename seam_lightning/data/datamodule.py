@@ -7,8 +7,9 @@ being trained says which one it needs through its ``data_stage`` attribute and
 lends its tokenizer; the user wires nothing by hand.
 
 Between epochs the SEAM callback may narrow the active RL set (by stable id) and
-add augmented SFT/preference examples; both are part of ``state_dict`` so a
-resumed run continues with the same data. Loaders are rebuilt each epoch when
+add augmented SFT/preference examples. The added examples are part of this
+module's ``state_dict``; the active set is the callback's state, which it applies
+again on resume, so a resumed run continues with the same data. Loaders are rebuilt each epoch when
 the Trainer has ``reload_dataloaders_every_n_epochs=1``.
 """
 
@@ -275,8 +276,8 @@ class RLHFDataModule(LightningDataModule):
         return [r.id for r in new]
 
     def state_dict(self) -> dict[str, Any]:
+        # The active RL set is not saved here: SeamCallback owns it and applies it again on resume.
         return {
-            "active_rl_ids": None if self.active_rl_ids is None else sorted(self.active_rl_ids),
             "added": {k: [{"id": r.id, "text": r.text, "origin": r.origin} for r in v] for k, v in self.added.items()},
             # What the ids above (and SEAM's state) refer to; None when the run never read an RL set.
             "rl_data": self._rl_data() if "rl" in self._records else None,
@@ -284,8 +285,6 @@ class RLHFDataModule(LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_rl_data(state)
-        ids = state.get("active_rl_ids")
-        self.active_rl_ids = None if ids is None else set(ids)
         self.added = {"sft": [], "preference": []}
         self.added.update({k: [Record(r["id"], r["text"], r.get("origin", f"augmented #{r['id']}")) for r in v]
                            for k, v in state.get("added", {}).items()})

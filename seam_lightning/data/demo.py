@@ -14,12 +14,10 @@ import hashlib
 import importlib
 import inspect
 import json
-import os
 import random
 import re
 import subprocess
 import sys
-import tempfile
 import types
 import warnings
 from pathlib import Path
@@ -309,24 +307,18 @@ def build_records() -> dict[str, list[dict]]:
 
 
 def build_demo_data(out_dir: Path) -> dict[str, Path]:
-    """Write the six JSONL files <split>.jsonl into out_dir (each written to a temp
-    file in the same dir, then os.replace), return {split: path}."""
+    """Write the six JSONL files <split>.jsonl into out_dir, each atomically; return {split: path}."""
+    # Imported here: this file also runs alone in a bare interpreter (python -I -S) to list the items.
+    from seam_lightning.files import write_text_atomic
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, records in build_records().items():
-        # Temp file + os.replace: concurrent readers (other ranks) never see a
-        # half-written file, and concurrent builders write identical bytes.
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}.", suffix=".tmp", dir=out_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                             for r in records)
-            paths[split] = out_dir / f"{split}.jsonl"
-            os.replace(tmp, paths[split])
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Atomic: concurrent readers (other ranks) never see a half-written file,
+        # and concurrent builders write identical bytes.
+        paths[split] = write_text_atomic(out_dir / f"{split}.jsonl", "".join(
+            json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))
     return paths
 
 

@@ -18,7 +18,7 @@ import time
 import torch
 
 from seam_lightning.eval.commands import COMMANDS
-from seam_lightning.eval.files import write_json
+from seam_lightning.files import write_json
 from seam_lightning.llm.chat import ChatBackendError
 
 

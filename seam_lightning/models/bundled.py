@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from seam_lightning.cache import cache_root
+from seam_lightning.files import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +91,7 @@ def _dequantise(spec: BundledModel, target: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    # Another process (a second DDP rank) may finish first: keep its copy.
+    with atomic_directory(target, keep_existing=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        # Another process (a second DDP rank) may have finished first: keep its copy.
-        if (target / "config.json").is_file():
-            return
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

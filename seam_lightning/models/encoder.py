@@ -29,13 +29,13 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
-from typing import Callable, Literal, Sequence, get_args
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
 
+from seam_lightning.files import write_cache_file
 from seam_lightning.models.bundled import BUNDLED_SCHEME, is_bundled, package_dir
 
 log = logging.getLogger(__name__)
@@ -325,11 +325,11 @@ def encode_cached(encoder: SentenceEncoder, texts: Sequence[str], path: Path, pr
         return vectors
     vectors = encoder.encode(texts, progress=progress)
 
-    def save(tmp: str) -> None:
+    def save(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.save(str) would append ".npy" to the temp name
             np.save(fh, vectors)
 
-    try_atomic_write(path, save)
+    write_cache_file(path, save)
     return vectors
 
 
@@ -350,25 +350,3 @@ def _load_vectors(path: Path, n: int) -> np.ndarray | None:
         reason = f"{type(e).__name__}: {e}"
     log.warning("corrupt embedding cache %s (%s); encoding again", path, reason)
     return None
-
-
-def try_atomic_write(path: Path, write: Callable[[str], None]) -> bool:
-    """Write `path` via write(temp path) + os.replace, so readers never see half a file.
-
-    The temp file lives in the same folder (os.replace is atomic only within a file
-    system). A read-only or full disk costs the cache, never the run: False + warning.
-    """
-    # A unique name per process and call (DDP ranks may write the same entry at once);
-    # not mkstemp, whose 0600 mode would hide a shared cache from other users.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(str(tmp))
-        os.replace(tmp, path)
-        return True
-    except (OSError, RuntimeError) as e:  # faiss reports I/O errors as RuntimeError
-        log.warning("cannot write cache %s (%s); continuing without it", path, e)
-        return False
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,6 +28,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
+from seam_lightning.files import atomic_directory
 from seam_lightning.models.bundled import bundled_model_dir, is_bundled
 from seam_lightning.models.forward import check_output_logits
 
@@ -274,9 +273,7 @@ def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     from peft import PeftModel
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         if isinstance(model, PeftModel):
             quantized = getattr(model.get_base_model(), "is_quantized", False)
             model.save_pretrained(tmp if quantized else tmp / "adapter")
@@ -285,14 +282,6 @@ def export_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         else:
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if out_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -358,10 +358,10 @@ class PPOModule(LightningModule):
         logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
 
         mask = responses.response_mask
-        _check_finite(batch["ids"], "log-prob under the policy", logprobs, mask, self._all_sum)
-        _check_finite(batch["ids"], "log-prob under the reference policy", ref_logprobs, mask, self._all_sum)
+        _stop_on_non_finite(batch["ids"], "log-prob under the policy", logprobs, mask, self._all_sum)
+        _stop_on_non_finite(batch["ids"], "log-prob under the reference policy", ref_logprobs, mask, self._all_sum)
         raw_scores = self._scores(batch, responses)
-        _check_finite(batch["ids"], "reward", raw_scores, None, self._all_sum)
+        _stop_on_non_finite(batch["ids"], "reward", raw_scores, None, self._all_sum)
         scores = self._shape_scores(raw_scores, responses.ended)
         kl = kl_penalty(logprobs, ref_logprobs, hp.kl_estimator)
         rewards = token_rewards(scores, kl, self.kl_controller.value, mask)
@@ -627,7 +627,7 @@ def _check_same_tokenizer(tokenizer, name: str) -> None:
                          "models to share the policy's vocabulary")
 
 
-def _check_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None,
+def _stop_on_non_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None,
                   all_sum: Callable[[Tensor], Tensor]) -> None:
     """Stop on a NaN/inf (on the response tokens) before it reaches an update, naming the example ids.
 

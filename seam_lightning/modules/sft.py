@@ -37,6 +37,9 @@ class SFTModule(HFModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps (paper: 10).
         export_dir: where to write the trained model for the next stage (None: no export).
+        allow_changed_bases: resume from a checkpoint although the frozen base it was trained on
+            now has other weights (e.g. ``runs/sft/export`` rebuilt), with a warning instead of a
+            ValueError. Not saved with the hyperparameters, so it never sticks.
     """
 
     data_stage: ClassVar[str] = "sft"
@@ -53,11 +56,12 @@ class SFTModule(HFModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 10,
         export_dir: str | None = None,
+        allow_changed_bases: bool = False,
     ):
         load_model = partial(load_policy, model, lora=lora, quantization=quantization, dtype=dtype,
                              attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing)
-        super().__init__(load_model, learning_rate, weight_decay, warmup_steps, export_dir)
-        self.save_hyperparameters()
+        super().__init__(load_model, learning_rate, weight_decay, warmup_steps, export_dir, allow_changed_bases)
+        self.save_hyperparameters(ignore=["allow_changed_bases"])
         self.tokenizer = load_tokenizer(model)
         self.val_nll = MeanMetric()
 

@@ -20,14 +20,14 @@ run killed while scoring resumes without scoring anything twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import random
-import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -40,16 +40,19 @@ from torchmetrics import MeanMetric
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
-from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
-from seam_lightning.seeding import mix_seed
-from seam_lightning.seam.augment import contrast_augmentations
-from seam_lightning.seam.perplexity import golden_perplexities
-from seam_lightning.seam.progress import ScoringProgress, example_key, model_fingerprint, run_fingerprint
 from seam_lightning.models.batching import default_token_budget
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
+from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.seam.augment import contrast_augmentations
+from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
+from seam_lightning.seam.perplexity import golden_perplexities
+from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, run_fingerprint
+from seam_lightning.seam.scorer import SeamResult, SeamScorer
+from seam_lightning.seam.scores_file import write_scores
+from seam_lightning.seam.sharded_scoring import score_records
 from seam_lightning.seam.selection import select_fraction, selection_size
 from seam_lightning.seam.sources.base import CandidateSource
 from seam_lightning.seam.sources.contrast import ContrastSource
+from seam_lightning.seeding import mix_seed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,8 @@ class SeamCallback(Callback):
 
     Args:
         source: builds the candidates r* (e.g. ``ContrastSource``).
-        mode: ``"prune"`` removes the selected prompts from the RL loader; ``"augment"`` adds
+        mode: ``"prune"`` removes the selected prompts from the RL loader; ``"score"`` only logs
+            and writes the scores (e.g. SEAM_GPT's beside a contrast-pruning callback); ``"augment"`` adds
             contrast-instruction examples for them to the SFT set, (I*, r*), and to the
             preference set, (I, chosen=r, rejected=r*) (paper §8). Augmented examples reach
             the next epoch's SFT/preference loader, are marked ``augmented`` and are saved
@@ -78,14 +82,17 @@ class SeamCallback(Callback):
             that reading. Ties break by example id (smaller first) in both orders.
         perplexity_model: the language model of ``selection="perplexity"`` (a path, hub name or
             ``bundled:`` name, loaded with its own tokenizer and ``dtype``/``attn_implementation``;
-            the paper used LLaMa2-7B). Default: the policy SEAM would use (see ``policy``: π_SFT,
+            the paper used LLaMa2-7B). Default: the policy SEAM would use (see ``likelihood_from``: π_SFT,
             i.e. ``reference_policy`` or the module's reference, or the module's current policy).
         num_candidates: candidates per prompt, N (paper: 30).
-        every_n_epochs: rescore after every n-th training epoch (0: only at fit start);
+        every_n_epochs: rescore after every n-th training epoch (0, the default: only at fit
+            start, since with both models frozen a rescoring computes the same numbers; a
+            rescoring whose models, source and D_rl are unchanged is skipped all the same);
             needs ``Trainer(reload_dataloaders_every_n_epochs=1)`` so the next epoch sees the change.
         at_fit_start: score before the first epoch.
-        policy: which policy gives log P_PM(r*|I): ``"reference"`` (π_SFT, the paper's) or
-            ``"current"`` (the policy being trained; the online variant).
+        likelihood_from: which policy gives log P_PM(r*|I): ``"reference"`` (π_SFT, the paper's)
+            or ``"current"`` (the policy being trained; the online variant). Formerly ``policy``,
+            a name that read like a model path; ``policy=`` still works and warns.
         reference_policy: path/name of π_SFT, when the module does not expose ``reference_policy``.
         reward_model: path/name of the RM, when the module does not expose ``reward_model``.
         dtype: weight precision of the models this callback loads itself (``reference_policy``,
@@ -103,24 +110,30 @@ class SeamCallback(Callback):
             be a ``ContrastSource``).
         augment_dir: also write every augmented example so far to ``sft.jsonl`` and
             ``preference.jsonl`` here (atomically), for a later stage's data module.
-        chunk_size: prompts whose candidates are built, scored and saved together.
+        prompts_per_chunk: prompts whose candidates are built, scored and saved together (as
+            :class:`SeamScorer` calls it; formerly ``chunk_size``, which still works and warns).
         save_progress: append each scored chunk to a progress file and reuse it on a rerun.
         progress_dir: where progress files go (default ``<default_root_dir>/seam_progress``).
         seed: seed of ``selection="random"`` (each rescoring draws anew).
+        name: tells several SeamCallbacks of one Trainer apart in checkpoints (their
+            ``state_key``); default: built from mode, selection, source class and fraction.
+        prepare_timeout_minutes: how long the other ranks wait for rank 0 to build the
+            sources' caches (e.g. embedding a large contrast corpus), independent of the
+            process group's timeout.
     """
 
     def __init__(
         self,
         source: CandidateSource,
-        mode: Literal["prune", "augment"] = "prune",
+        mode: Literal["prune", "augment", "score"] = "prune",
         fraction: float = 0.2,
         selection: Literal["seam", "perplexity", "random", "all"] = "seam",
         order: Literal["largest", "smallest"] = "largest",
         perplexity_model: str | None = None,
         num_candidates: int = 30,
-        every_n_epochs: int = 1,
+        every_n_epochs: int = 0,
         at_fit_start: bool = True,
-        policy: Literal["reference", "current"] = "reference",
+        likelihood_from: Literal["reference", "current"] = "reference",
         reference_policy: str | None = None,
         reward_model: str | None = None,
         dtype: DType = "float32",
@@ -131,13 +144,19 @@ class SeamCallback(Callback):
         augmentations_per_prompt: int = 5,
         augment_source: ContrastSource | None = None,
         augment_dir: str | None = None,
-        chunk_size: int = 64,
+        prompts_per_chunk: int = 64,
         save_progress: bool = True,
         progress_dir: str | None = None,
         seed: int = 0,
+        name: str | None = None,
+        prepare_timeout_minutes: float = 240.0,
+        policy: Literal["reference", "current"] | None = None,
+        chunk_size: int | None = None,
     ):
-        if mode not in ("prune", "augment"):
-            raise ValueError(f"SeamCallback mode must be 'prune' or 'augment', got {mode!r}")
+        likelihood_from = _renamed("policy", policy, "likelihood_from", likelihood_from)
+        prompts_per_chunk = _renamed("chunk_size", chunk_size, "prompts_per_chunk", prompts_per_chunk)
+        if mode not in ("prune", "augment", "score"):
+            raise ValueError(f"SeamCallback mode must be 'prune', 'augment' or 'score', got {mode!r}")
         if selection not in ("seam", "perplexity", "random", "all"):
             raise ValueError(f"selection must be 'seam', 'perplexity', 'random' or 'all', got {selection!r}")
         if selection == "all" and mode == "prune":
@@ -151,8 +170,8 @@ class SeamCallback(Callback):
             raise ValueError(f"order={order!r} ranks scores, but selection={selection!r} scores nothing")
         if perplexity_model is not None and selection != "perplexity":
             raise ValueError(f"perplexity_model is used only by selection='perplexity' (selection={selection!r})")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if prompts_per_chunk < 1:
+            raise ValueError(f"prompts_per_chunk must be >= 1, got {prompts_per_chunk}")
         if augmentations_per_prompt < 1:
             raise ValueError(f"augmentations_per_prompt must be >= 1, got {augmentations_per_prompt}")
         if mode == "augment" and augment_source is None and not isinstance(source, ContrastSource):
@@ -162,8 +181,8 @@ class SeamCallback(Callback):
             raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
         if num_candidates < 1 or every_n_epochs < 0:
             raise ValueError("num_candidates must be >= 1 and every_n_epochs >= 0")
-        if policy not in ("reference", "current"):
-            raise ValueError(f"policy must be 'reference' or 'current', got {policy!r}")
+        if likelihood_from not in ("reference", "current"):
+            raise ValueError(f"likelihood_from must be 'reference' or 'current', got {likelihood_from!r}")
         self.source = source
         self.mode = mode
         self.fraction = fraction
@@ -173,7 +192,7 @@ class SeamCallback(Callback):
         self.num_candidates = num_candidates
         self.every_n_epochs = every_n_epochs
         self.at_fit_start = at_fit_start
-        self.policy = policy
+        self.likelihood_from = likelihood_from
         self.reference_policy = reference_policy
         self.reward_model = reward_model
         self.dtype = dtype
@@ -184,10 +203,14 @@ class SeamCallback(Callback):
         self.augmentations_per_prompt = augmentations_per_prompt
         self.augment_source = augment_source
         self.augment_dir = augment_dir
-        self.chunk_size = chunk_size
+        self.prompts_per_chunk = prompts_per_chunk
         self.save_progress = save_progress
         self.progress_dir = progress_dir
         self.seed = seed
+        self.name = name
+        self.prepare_timeout_minutes = prepare_timeout_minutes
+        self._datamodule = None  # the Trainer's, kept from `setup` so a restored selection can be applied
+        self._restore_pending = False
         self._loaded: dict[str, Any] = {}
         # State saved in checkpoints (the augmented examples live in the data module's state).
         # `scores`: the values the latest selection ranked (SEAM, or perplexity with selection="perplexity").
@@ -195,6 +218,8 @@ class SeamCallback(Callback):
         self.active_ids: list[int] | None = None
         self.selected_ids: list[int] = []
         self.rescorings = 0
+        # What decided the latest scoring (models, source, D_rl): an unchanged rescoring is skipped.
+        self.scored_fingerprint: str | None = None
         # This rank's share of the latest scoring: prompts whose saved score was reused / newly scored.
         self.last_scoring = {"reused": 0, "scored": 0}
 
@@ -205,32 +230,66 @@ class SeamCallback(Callback):
 
     # -- Lightning hooks --------------------------------------------------------------------
 
+    @property
+    def state_key(self) -> str:
+        # One entry per callback in a checkpoint, so several SeamCallbacks can share a Trainer.
+        return self._generate_state_key(name=self.name or f"{self.mode}-{self.selection}-"
+                                        f"{type(self.source).__name__}-{self.fraction}")
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and self.every_n_epochs > 0 and trainer.reload_dataloaders_every_n_epochs != 1:
             raise ValueError(
                 "SeamCallback(every_n_epochs>0) changes the RL set between epochs: "
                 "set Trainer(reload_dataloaders_every_n_epochs=1), or every_n_epochs=0 to score only at fit start"
             )
+        pruning = [c for c in trainer.callbacks if isinstance(c, SeamCallback) and c.mode == "prune"]
+        if len(pruning) > 1:
+            raise ValueError("one Trainer can take one pruning SeamCallback (a second would overwrite its RL set); "
+                             "give the others mode='score' to log and write their scores beside it")
+        keys = [c.state_key for c in trainer.callbacks if isinstance(c, SeamCallback)]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"SeamCallbacks of one Trainer need different names (state keys {keys})")
+        self._datamodule = trainer.datamodule
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.rescorings:  # resumed: keep the data the run was using (augmentations are restored with the data module)
-            _datamodule(trainer).set_active_rl_ids(self.active_ids)
+        if self.rescorings:
+            return  # resumed: the restored selection is applied already (load_state_dict)
+        if trainer.ckpt_path is not None and trainer.strategy.restore_checkpoint_after_setup:
+            # FSDP/DeepSpeed restore callbacks after on_fit_start: wait for the saved state.
+            self._restore_pending = True
         elif self.at_fit_start:
             self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._restore_pending:
+            return
+        self._restore_pending = False
+        if self.rescorings or not self.at_fit_start:
+            return  # the checkpoint held this callback's state: nothing to score
+        # The checkpoint held no state of this callback: score now, and have the fit loop build
+        # the train loader again before the first batch (private API: no public hook lies between
+        # a late restore and the loader being built).
+        self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
+        trainer.fit_loop._combined_loader = None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not _last_epoch(trainer):
             self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scores": dict(self.scores), "active_ids": self.active_ids,
-                "selected_ids": list(self.selected_ids), "rescorings": self.rescorings}
+        return {"scores": dict(self.scores), "active_ids": self.active_ids, "selected_ids": list(self.selected_ids),
+                "rescorings": self.rescorings, "scored_fingerprint": self.scored_fingerprint}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.scores = {int(k): float(v) for k, v in state_dict["scores"].items()}
         self.active_ids = state_dict["active_ids"]
         self.selected_ids = list(state_dict.get("selected_ids", state_dict.get("pruned_ids", [])))
         self.rescorings = state_dict["rescorings"]
+        self.scored_fingerprint = state_dict.get("scored_fingerprint")
+        # The callback owns the active RL set; the data module only applies it. Loaded before
+        # the train loader is built (for every strategy), so the resumed epoch sees it.
+        if self.mode == "prune" and self._datamodule is not None:
+            self._datamodule.set_active_rl_ids(self.active_ids)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -243,6 +302,12 @@ class SeamCallback(Callback):
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
+        if self.selection in ("seam", "perplexity") and self.rescorings:
+            fingerprint = self._scoring_fingerprint(trainer, pl_module, records)
+            if fingerprint == self.scored_fingerprint:
+                rank_zero_info("[SeamCallback] models, source and RL set unchanged since the last scoring: "
+                               "keeping its selection")
+                return []
         self._prepare_sources(trainer)
         results: list[SeamResult] = []
         if self.selection == "seam":
@@ -258,7 +323,7 @@ class SeamCallback(Callback):
             selected = sorted(rng.sample(ids, selection_size(len(ids), self.fraction)))
         else:
             selected = sorted(r.id for r in records)
-        _check_same_on_every_rank(trainer, selected)
+        check_same_on_every_rank(trainer, selected)
         previous, self.selected_ids = set(self.selected_ids), selected
         chosen = set(selected)
         metrics = self._metrics(results, chosen, previous)
@@ -268,14 +333,16 @@ class SeamCallback(Callback):
             self.active_ids = sorted({r.id for r in records} - chosen)
             datamodule.set_active_rl_ids(self.active_ids)
             metrics["seam/pruned"] = float(len(chosen))
-        else:
+        elif self.mode == "augment":
             metrics.update(self._augment(trainer, datamodule, records, selected))
+        if self.selection in ("seam", "perplexity"):
+            self.scored_fingerprint = self._scoring_fingerprint(trainer, pl_module, records)
         self.rescorings += 1
 
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
-        action = "pruned" if self.mode == "prune" else "augmented"
+        action = {"prune": "pruned", "augment": "augmented", "score": "selected (not applied)"}[self.mode]
         ranked = {"seam": "SEAM", "perplexity": "golden-response perplexity"}.get(self.selection)
         how = f"with the {self.order} {ranked}" if ranked else f"({self.selection} selection)"
         summary = f"[SeamCallback] {action} {len(chosen)} of {len(records)} RL prompts {how}"
@@ -296,52 +363,20 @@ class SeamCallback(Callback):
         """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
         datamodule = _datamodule(trainer)
         tokenizer = self._tokenizer(pl_module)
-        mine = records[trainer.global_rank::trainer.world_size]
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
         with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy, \
                 trainer.precision_plugin.forward_context():
             self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
-            progress = self._scoring_progress(trainer, policy, reward_model, datamodule)
-            done = progress.load() if progress is not None else {}
-            trainer.strategy.barrier()  # every rank has read the files before any rank appends
             scorer = SeamScorer(policy, reward_model, tokenizer,
                                 max_instruction_tokens=datamodule.max_instruction_tokens,
                                 max_response_tokens=datamodule.max_response_tokens,
-                                token_budget=self.token_budget, prompts_per_chunk=self.chunk_size,
-                                progress=self.progress and trainer.is_global_zero)
-            reused: list[SeamResult] = []
-            fed: list[SeamExample] = []
-
-            def to_score() -> Iterator[SeamExample]:
-                for example in self._examples(mine):
-                    saved = done.get((example.id, example_key(example)))
-                    if saved is not None:
-                        reused.append(saved)
-                    else:
-                        fed.append(example)
-                        yield example
-
-            # Results come in input order, a chunk at a time: result i belongs to fed[i].
-            scored: list[SeamResult] = []
-            unsaved: list[tuple[SeamExample, SeamResult]] = []
-            for result in scorer.score(to_score(), total=len(mine)):
-                unsaved.append((fed[len(scored)], result))
-                scored.append(result)
-                if progress is not None and len(unsaved) == self.chunk_size:
-                    progress.save(unsaved)
-                    unsaved = []
-            if progress is not None:
-                progress.save(unsaved)
-        self.last_scoring = {"reused": len(reused), "scored": len(scored)}
-        if reused:
-            log.info("SeamCallback: rank %d reused %d saved scores, scored %d", trainer.global_rank,
-                     len(reused), len(scored))
-        everyone = [r for part in _all_gather_objects(trainer, reused + scored) for r in part]
-        order = {r.id: i for i, r in enumerate(records)}
-        results = sorted(everyone, key=lambda r: order[r.id])
-        if [r.id for r in results] != [r.id for r in records]:
-            raise RuntimeError("SeamCallback: the gathered scores do not cover D_rl exactly once")
+                                token_budget=self.token_budget, prompts_per_chunk=self.prompts_per_chunk,
+                                progress=False)
+            results, counts = score_records(trainer, records, self.source, scorer, self.num_candidates,
+                                            self.prompts_per_chunk, self._scoring_progress(trainer, policy, reward_model, datamodule),
+                                            show_progress=self.progress)
+        self.last_scoring = {"reused": counts.reused, "scored": counts.scored}
         return results
 
     def _perplexities(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> dict[int, float]:
@@ -357,9 +392,14 @@ class SeamCallback(Callback):
             formatter = PromptFormatter(tokenizer, datamodule.max_instruction_tokens, datamodule.max_response_tokens)
             budget = self.token_budget or default_token_budget(next(model.parameters()).device)
             examples = [(r.id, r.text["instruction"], r.text["response"]) for r in mine]
-            values = golden_perplexities(model, formatter, examples, budget,
-                                         progress=self.progress and trainer.is_global_zero)
-        everyone = {i: v for part in _all_gather_objects(trainer, values) for i, v in part.items()}
+            values, error = {}, None
+            try:
+                values = golden_perplexities(model, formatter, examples, budget,
+                                             progress=self.progress and trainer.is_global_zero)
+            except Exception as e:  # e.g. a NaN: every rank stops with it instead of waiting in the gather
+                error = e
+            raise_together(trainer, error)
+        everyone = {i: v for part in all_gather_objects(trainer, values) for i, v in part.items()}
         if sorted(everyone) != sorted(r.id for r in records):
             raise RuntimeError("SeamCallback: the gathered perplexities do not cover D_rl exactly once")
         return {r.id: everyone[r.id] for r in records}
@@ -377,16 +417,44 @@ class SeamCallback(Callback):
         yield model, self._load("perplexity_tokenizer", load_tokenizer, self.perplexity_model, None)
 
     def _prepare_sources(self, trainer: Trainer) -> None:
-        """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them."""
+        """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them.
+
+        The others wait in a barrier of their own with ``prepare_timeout_minutes``: embedding a
+        large corpus may take longer than the process group's timeout (30 minutes by default).
+        """
         sources = [self.source] if self.selection == "seam" else []
         if self.mode == "augment":
             sources.append(self.augment_source or self.source)
-        if trainer.is_global_zero:
-            for source in sources:
+        if not sources:
+            return
+        with waiting_group(trainer, timedelta(minutes=self.prepare_timeout_minutes)) as group:
+            error = None
+            if trainer.is_global_zero:
+                try:
+                    for source in sources:
+                        source.prepare()
+                except Exception as e:  # the waiting ranks stop with it rather than wait for the timeout
+                    error = e
+            raise_together(trainer, error, group)
+        error = None
+        try:
+            for source in sources:  # the others load what rank 0 built
                 source.prepare()
-        trainer.strategy.barrier()
-        for source in sources:
-            source.prepare()
+        except Exception as e:
+            error = e
+        raise_together(trainer, error)
+
+    def _scoring_fingerprint(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> str:
+        """What a scoring's outcome depends on: both models' weights, the source, the settings and D_rl."""
+        data = [(r.id, r.text["instruction"], r.text["response"]) for r in records]
+        if self.selection == "perplexity":
+            with self._perplexity_model(pl_module) as (model, _):
+                models = [model_fingerprint(model)]
+        else:
+            with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy:
+                models = [model_fingerprint(policy), model_fingerprint(reward_model)]
+        return run_fingerprint(*models, json.dumps(self.source.config(), sort_keys=True), self.selection,
+                               self.order, self.num_candidates, trainer.precision, json.dumps(data))
 
     def _scoring_progress(self, trainer: Trainer, policy: torch.nn.Module, reward_model: torch.nn.Module,
                           datamodule) -> ScoringProgress | None:
@@ -395,7 +463,8 @@ class SeamCallback(Callback):
         directory = self.progress_dir or os.path.join(trainer.default_root_dir, "seam_progress")
         fingerprint = run_fingerprint(model_fingerprint(policy), model_fingerprint(reward_model),
                                       datamodule.max_instruction_tokens, datamodule.max_response_tokens,
-                                      trainer.precision, self.num_candidates)
+                                      trainer.precision, self.num_candidates,
+                                      json.dumps(self.source.config(), sort_keys=True))
         return ScoringProgress(directory, fingerprint, trainer.global_rank)
 
     def _augment(self, trainer: Trainer, datamodule, records: list[Record], selected: list[int]) -> dict[str, float]:
@@ -414,16 +483,6 @@ class SeamCallback(Callback):
                                    [r.text for r in datamodule.added[kind]])
         return {"seam/augmented_sft": float(len(new.sft)), "seam/augmented_preference": float(len(new.preference)),
                 "seam/augmented_prompts": float(len(set(new.sources)))}
-
-    def _examples(self, records: list[Record]) -> Iterator[SeamExample]:
-        # Candidates are built a chunk at a time so scoring starts early and memory stays flat.
-        for start in range(0, len(records), self.chunk_size):
-            part = records[start:start + self.chunk_size]
-            candidates = self.source.candidates(
-                [r.text["instruction"] for r in part], [r.text["response"] for r in part], self.num_candidates
-            )
-            for record, cands in zip(part, candidates):
-                yield SeamExample(record.id, record.text["instruction"], record.text["response"], list(cands))
 
     def _metrics(self, results: list[SeamResult], selected: set[int], previous: set[int]) -> dict[str, float]:
         metrics = {
@@ -461,12 +520,12 @@ class SeamCallback(Callback):
         A module may expose π_ref as a ``reference()`` context manager rather than a
         model (PPO with LoRA: the policy with its adapters switched off).
         """
-        if self.policy == "current":
+        if self.likelihood_from == "current":
             model = getattr(pl_module, "policy", None)
             if model is None and getattr(pl_module, "data_stage", None) == "sft":
                 model = pl_module.model
             if model is None:
-                raise ValueError(f"SeamCallback(policy='current'): {type(pl_module).__name__} exposes no `policy`")
+                raise ValueError(f"SeamCallback(likelihood_from='current'): {type(pl_module).__name__} exposes no `policy`")
             yield model
         elif self.reference_policy is not None:
             yield self._load("policy", partial(load_policy, dtype=self.dtype, attn_implementation=self.attn_implementation),
@@ -477,7 +536,7 @@ class SeamCallback(Callback):
         elif getattr(pl_module, "reference_policy", None) is not None:
             yield pl_module.reference_policy
         else:
-            raise ValueError("SeamCallback(policy='reference') needs reference_policy=<path of the SFT policy> "
+            raise ValueError("SeamCallback(likelihood_from='reference') needs reference_policy=<path of the SFT policy> "
                              f"({type(pl_module).__name__} exposes no reference policy)")
 
     @contextmanager
@@ -533,15 +592,6 @@ def _datamodule(trainer: Trainer):
     return datamodule
 
 
-def _all_gather_objects(trainer: Trainer, obj: Any) -> list[Any]:
-    """``obj`` of every rank, in rank order (every rank must call this)."""
-    if trainer.world_size == 1:
-        return [obj]
-    gathered: list[Any] = [None] * trainer.world_size
-    torch.distributed.all_gather_object(gathered, obj)
-    return gathered
-
-
 def _summary(name: str, values) -> dict[str, float]:
     """Mean, median, 90% quantile and maximum of ``values`` as ``<name>/mean`` etc."""
     x = torch.tensor(list(values), dtype=torch.float64)
@@ -551,36 +601,10 @@ def _summary(name: str, values) -> dict[str, float]:
             f"{name}/q90": x.quantile(0.9).item(), f"{name}/max": x.max().item()}
 
 
-def _check_same_on_every_rank(trainer: Trainer, selected: list[int]) -> None:
-    """Fail loudly if ranks ever disagree on a selection (they compute it from the same gathered scores)."""
-    digest = hashlib.sha256(json.dumps(selected).encode()).hexdigest()
-    if len(set(_all_gather_objects(trainer, digest))) > 1:
-        raise RuntimeError("SeamCallback: DDP ranks selected different RL prompts; refusing to train on diverging data")
-
-
-def write_scores(path: str | Path, results: list[SeamResult], records: list[Record], selected: set[int]) -> Path:
-    """Write one row per RL prompt (id, instruction, SEAM, selected, per-candidate terms), atomically.
-
-    ``.parquet`` gives a Parquet file, anything else JSON lines.
-    """
-    path = Path(path)
-    instruction = {r.id: r.text["instruction"] for r in records}
-    rows = [{
-        "id": r.id, "instruction": instruction[r.id], "seam": r.seam, "selected": r.id in selected,
-        "golden_reward": r.golden_reward, "candidate_rewards": r.candidate_rewards,
-        "candidate_logprob_sums": r.candidate_logprob_sums, "candidate_lengths": r.candidate_lengths,
-    } for r in results]
-    if path.suffix != ".parquet":
-        return write_jsonl_atomic(path, rows)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+def _renamed(old_name: str, old_value: Any, new_name: str, new_value: Any) -> Any:
+    """The value of a renamed argument: the old name still works (with a FutureWarning) for a while."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"SeamCallback({old_name}=...) is deprecated; use {new_name}=... instead",
+                  FutureWarning, stacklevel=3)
+    return old_value

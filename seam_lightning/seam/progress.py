@@ -2,11 +2,11 @@
 
 Each rank appends every SEAM result to ``<dir>/<fingerprint>/rank<r>.jsonl`` the
 moment its chunk is scored. The fingerprint covers what decides a score besides the
-example — the two models' weights and the scorer's settings — and each line carries
-a key of the example's instruction, golden response and candidates. A rerun (a
-resumed run, or a fresh one with the same models) reads every rank's file and
-scores only what is missing; a stale file can never answer for changed models or
-data, since its key no longer matches.
+example — the two models' weights, the scorer's settings and the candidate source's
+configuration — and each line carries a key of the example's instruction and golden
+response. A rerun (a resumed run, or a fresh one with the same models) reads every
+rank's file and scores, and builds candidates for, only what is missing; a stale file
+can never answer for changed models, source or data, since its key no longer matches.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ from pathlib import Path
 
 from seam_lightning.jsonl import append_jsonl, read_jsonl
 from seam_lightning.models.fingerprint import model_fingerprint  # noqa: F401  (callers import it from here)
-from seam_lightning.seam.scorer import SeamExample, SeamResult
+from seam_lightning.seam.scorer import SeamResult
 
 log = logging.getLogger(__name__)
 
 
-def example_key(example: SeamExample) -> str:
-    """What a score depends on in the example itself: instruction, golden response, candidates."""
-    parts = [example.instruction, example.response, list(example.candidates)]
+def prompt_key(instruction: str, response: str) -> str:
+    """What a score depends on in the RL example itself: its instruction and golden response.
+
+    Candidates are not part of the key: they follow from the example and the source's
+    configuration (in the run fingerprint), so a resumed run finds a prompt's saved score
+    before building its candidates again (an LLM call or an attack saved).
+    """
+    parts = [instruction, response]
     return hashlib.blake2b(json.dumps(parts, ensure_ascii=False).encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -45,7 +50,7 @@ class ScoringProgress:
         self._writable = True
 
     def load(self) -> dict[tuple[int, str], SeamResult]:
-        """Every rank's saved results by (example id, example key); corrupt lines are skipped with a warning."""
+        """Every rank's saved results by (example id, prompt key); corrupt lines are skipped with a warning."""
         done: dict[tuple[int, str], SeamResult] = {}
         for path in sorted(self.directory.glob("rank*.jsonl")):
             entries, open_line = read_jsonl(path, _parse, what="SEAM progress")
@@ -55,9 +60,9 @@ class ScoringProgress:
                 done.setdefault(key, result)
         return done
 
-    def save(self, pairs: Iterable[tuple[SeamExample, SeamResult]]) -> None:
-        """Append results durably; a disk that refuses writes costs the progress file, never the run."""
-        lines = [{"key": example_key(ex), **_fields(result)} for ex, result in pairs]
+    def save(self, pairs: Iterable[tuple[str, SeamResult]]) -> None:
+        """Append (prompt key, result) pairs durably; a disk that refuses writes costs the progress file, never the run."""
+        lines = [{"key": key, **_fields(result)} for key, result in pairs]
         if not self._writable or not lines:
             return
         try:

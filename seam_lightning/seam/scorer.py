@@ -60,7 +60,7 @@ class SeamResult:
     seam: float
     golden_reward: float
     candidate_rewards: list[float]
-    candidateresponse_logprob_sums: list[float]
+    candidate_logprob_sums: list[float]
     candidate_lengths: list[int]
 
 
@@ -141,22 +141,22 @@ class SeamScorer:
         pm = [_encode(self.policy_format, ex) for ex in chunk]
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
         with torch.inference_mode(), eval_mode(self.policy, self.reward_model):
-            logprobs = self._policyresponse_logprob_sums(pm)
+            logprobs = self._policy_logprob_sums(pm)
             rewards = self._rewards(rm)
         results = []
         for ex, enc, lp, rw in zip(chunk, pm, logprobs, rewards):
-            _check_finite(ex.id, "policy log-prob", lp)
-            _check_finite(ex.id, "reward", rw)
+            _check_finite_scores(ex.id, "policy log-prob", lp)
+            _check_finite_scores(ex.id, "reward", rw)
             lengths = [len(c) for c in enc.candidates]
             candidate_rewards = [rw[c] for c in range(len(ex.candidates))]
             results.append(SeamResult(
                 id=ex.id, seam=_seam(lp, lengths, candidate_rewards, rw[GOLDEN]), golden_reward=rw[GOLDEN],
-                candidate_rewards=candidate_rewards, candidateresponse_logprob_sums=[lp[c] for c in range(len(lengths))],
+                candidate_rewards=candidate_rewards, candidate_logprob_sums=[lp[c] for c in range(len(lengths))],
                 candidate_lengths=lengths,
             ))
         return results
 
-    def _policyresponse_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
+    def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index -> summed response-token log-prob under the PM."""
         if self.share_prompts and supports_prefix_sharing(self.policy):
             continuations = [list(enumerate(enc.candidates)) for enc in encoded]
@@ -226,7 +226,7 @@ def _regroup(n: int, owners: list[tuple[int, int]], values: list[float]) -> list
     return grouped
 
 
-def _check_finite(example_id: int, what: str, values: dict[int, float]) -> None:
+def _check_finite_scores(example_id: int, what: str, values: dict[int, float]) -> None:
     # Golden first: a broken RM shows up there on every prompt.
     for c in sorted(values):
         if not math.isfinite(values[c]):

@@ -91,7 +91,7 @@ def test_added_examples_reach_loader_and_survive_state_dict(sources, tiny_model_
     resumed.load_state_dict(dm.state_dict())
     resumed.connect(tok, "preference")
     assert [e["id"] for e in resumed.examples("preference") if e["augmented"]] == [4]
-    assert resumed.active_rl_ids == {0, 2}
+    assert resumed.active_rl_ids is None  # SeamCallback owns the active set and applies it on resume
     with pytest.raises(DataError, match="augmented preference example 0: missing or empty field"):
         dm.add_examples("preference", [{"instruction": "x", "chosen": "", "rejected": "y"}])
 
@@ -232,7 +232,6 @@ def test_resuming_on_changed_rl_data_is_refused_unless_allowed(sources, tiny_mod
     tok = load_tokenizer(str(tiny_model_dir))
     first = _datamodule(sources)
     trainer = _fit_rl(first, tok, tmp_path, max_steps=1)
-    first.set_active_rl_ids([0, 1, 3])  # as SEAM pruning would: ids of the RL set
     checkpoint = tmp_path / "rl.ckpt"
     trainer.save_checkpoint(checkpoint)
     assert _fit_rl(_datamodule(sources), tok, tmp_path, max_steps=2, ckpt_path=checkpoint).global_step == 2
@@ -247,7 +246,6 @@ def test_resuming_on_changed_rl_data_is_refused_unless_allowed(sources, tiny_mod
     allowed = _datamodule(sources, allow_changed_data=True)
     with pytest.warns(UserWarning, match="Resuming anyway"):
         assert _fit_rl(allowed, tok, tmp_path, max_steps=2, ckpt_path=checkpoint).global_step == 2
-    assert allowed.active_rl_ids == {0, 1, 3}
     assert "allow_changed_data" not in allowed.hparams  # the override never sticks to a checkpoint
 
 

@@ -10,7 +10,8 @@ import torch
 
 from openai_server import MODEL, FakeOpenAI
 from seam_lightning.eval.__main__ import main
-from seam_lightning.eval.files import parse_fields, write_json
+from seam_lightning.eval.files import parse_fields
+from seam_lightning.files import write_json
 from seam_lightning.eval.quality import preference_accuracy
 from seam_lightning.models.loading import load_reward_model, load_tokenizer
 from tiny import CORPUS, build_tiny_model_dir

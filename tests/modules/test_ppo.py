@@ -181,7 +181,7 @@ def test_batches_that_are_no_multiple_of_the_mini_batch_end_with_a_smaller_one(t
 def test_seam_rescoring_with_the_current_policy_sees_the_trained_policy(tiny_model_dir, rl_file, tmp_path):
     rows = [json.loads(line) for line in rl_file.read_text().splitlines()]
     table = {r["instruction"]: ["Join two paths.", f"The lazy dog {i}."] for i, r in enumerate(rows)}
-    seam = SeamCallback(ListSource(table), fraction=0.25, num_candidates=2, every_n_epochs=1, policy="current",
+    seam = SeamCallback(ListSource(table), fraction=0.25, num_candidates=2, every_n_epochs=1, likelihood_from="current",
                         reward_model=str(tiny_model_dir), scores_path=str(tmp_path / "scores-{epoch}.jsonl"),
                         progress=False)
     seed_everything(0)

@@ -44,8 +44,9 @@ def test_prune_scores_every_prompt_and_shrinks_the_loader(tiny_model_dir, rl_dat
     assert callback.active_ids == sorted(set(range(10)) - set(expected))
     # Scored at fit start, so the very first epoch already trains on the active 7 only.
     assert sorted(module.seen[0]) == callback.active_ids and sorted(module.seen[1]) == callback.active_ids
-    # At fit start and after epoch 0; not after the last epoch, which nothing would train on.
-    assert callback.rescorings == 2
+    # Scored at fit start only: after epoch 0 the frozen models, the source and D_rl are unchanged,
+    # so the rescoring is skipped (and none follows the last epoch, which nothing would train on).
+    assert callback.rescorings == 1
 
     table_out = pq.read_table(tmp_path / "scores-0.parquet").to_pylist()
     assert len(table_out) == 10 and sum(row["selected"] for row in table_out) == 3
@@ -109,24 +110,25 @@ def test_scoring_progress_is_reused_by_a_rerun_with_the_same_models(tiny_model_d
     runs = []
     for _ in range(2):
         torch.manual_seed(0)  # the RM is a policy folder: its new score head is drawn when it loads
-        callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=2, every_n_epochs=0, chunk_size=4,
+        callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=2, every_n_epochs=0, prompts_per_chunk=4,
                                 reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
         _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(RLConsumer(str(tiny_model_dir)),
                                                                         datamodule=_datamodule(path))
         runs.append(callback)
     assert runs[0].last_scoring == {"reused": 0, "scored": 10}
     assert runs[1].last_scoring == {"reused": 10, "scored": 0}
+    assert runs[1].source.calls == 0  # saved scores are found before any candidate is built
     assert runs[1].scores == runs[0].scores and runs[1].pruned_ids == runs[0].pruned_ids
-    # Different candidates for a prompt make its saved score stale: only that prompt is scored again.
+    # A source configured differently (another table) gives other candidates: nothing saved answers for it.
     changed = dict(table)
     first = next(iter(changed))
     changed[first] = ["Something else entirely."]
     torch.manual_seed(0)
-    callback = SeamCallback(ListSource(changed), fraction=0.3, num_candidates=2, every_n_epochs=0, chunk_size=4,
+    callback = SeamCallback(ListSource(changed), fraction=0.3, num_candidates=2, every_n_epochs=0, prompts_per_chunk=4,
                             reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
     _trainer(tmp_path, 1, callback, enable_checkpointing=False).fit(RLConsumer(str(tiny_model_dir)),
                                                                     datamodule=_datamodule(path))
-    assert callback.last_scoring == {"reused": 9, "scored": 1}
+    assert callback.last_scoring == {"reused": 0, "scored": 10}
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -134,7 +136,7 @@ def test_scoring_progress_is_reused_by_a_rerun_with_the_same_models(tiny_model_d
     ({"mode": "augment"}, "augment_source=ContrastSource"),
     ({"selection": "best"}, "selection must be"),
     ({"mode": "grow"}, "mode must be"),
-    ({"chunk_size": 0}, "chunk_size"),
+    ({"prompts_per_chunk": 0}, "prompts_per_chunk"),
     ({"augmentations_per_prompt": 0}, "augmentations_per_prompt"),
     ({"order": "middle"}, "order must be 'largest' or 'smallest'"),
     ({"selection": "random", "order": "smallest"}, "scores nothing"),
@@ -227,3 +229,12 @@ def test_perplexity_selection_prunes_the_golden_responses_with_the_highest_perpl
     assert callback.pruned_ids == ranked(expected, 3, largest=order == "largest")  # most extreme first
     assert sorted(module.seen[0]) == callback.active_ids == sorted(set(range(10)) - set(callback.pruned_ids))
     assert source.calls == 0  # no SEAM candidates were built
+
+
+def test_renamed_arguments_still_work_and_warn():
+    with pytest.warns(FutureWarning, match=r"policy=.*likelihood_from="):
+        callback = SeamCallback(ListSource({}), policy="current")
+    assert callback.likelihood_from == "current"
+    with pytest.warns(FutureWarning, match=r"chunk_size=.*prompts_per_chunk="):
+        callback = SeamCallback(ListSource({}), chunk_size=7)
+    assert callback.prompts_per_chunk == 7

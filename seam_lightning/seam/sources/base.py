@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,16 @@ class CandidateSource(ABC):
     def candidates(self, instructions: list[str], responses: list[str], num_candidates: int) -> list[list[str]]:
         """Up to num_candidates worse responses per example, same order as the inputs."""
 
+    def config(self) -> dict[str, Any]:
+        """The settings that decide this source's candidates, as plain data (see :func:`describe`).
+
+        Saved SEAM progress is keyed by it, so a rerun reuses a prompt's score without
+        building its candidates again only when the source is configured the same. The
+        default describes the public attributes; override it when candidates depend on
+        something they do not show (the contents of a file, a remote model's version).
+        """
+        return describe(self)
+
 
 def normalise_whitespace(text: str) -> str:
     """Collapse whitespace, so 'same text, other spacing' counts as the same text."""
@@ -69,3 +82,31 @@ def check_request(instructions: list[str], responses: list[str], num_candidates:
         raise ValueError(
             f"instructions and responses differ in length: {len(instructions)} != {len(responses)}"
         )
+
+
+def describe(value: Any, depth: int = 3) -> Any:
+    """``value`` as JSON-able plain data that is the same in every run for the same settings.
+
+    Plain values, paths, lists, dicts and dataclasses are kept; candidate sources (yours
+    too) and objects of this package (chat back ends) are described by their class and
+    public attributes, down to ``depth`` levels; anything else (models, tokenizers,
+    clients) by its class name only, never by ``repr``, which may hold a memory address.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [describe(v, depth) for v in value]
+    if isinstance(value, dict):
+        return {str(k): describe(v, depth) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"class": type(value).__qualname__,
+                **{f.name: describe(getattr(value, f.name), depth) for f in dataclasses.fields(value)}}
+    name = f"{type(value).__module__}.{type(value).__qualname__}"
+    ours = isinstance(value, CandidateSource) or type(value).__module__.startswith("seam_lightning.")
+    if depth > 0 and ours and hasattr(value, "__dict__"):
+        # `last_*` attributes report the latest call (last_stats, last_matches): not settings.
+        public = {k: v for k, v in vars(value).items() if not k.startswith(("_", "last_"))}
+        return {"class": name, **{k: describe(v, depth - 1) for k, v in sorted(public.items())}}
+    return {"class": name}

@@ -28,6 +28,7 @@ import numpy as np
 
 from seam_lightning.cache import cache_root
 from seam_lightning.data.records import DataSource, load_records
+from seam_lightning.files import write_cache_file
 from seam_lightning.models.encoder import (
     DEFAULT_ENCODER,
     POOLINGS,
@@ -35,7 +36,6 @@ from seam_lightning.models.encoder import (
     SentenceEncoder,
     embedding_key,
     encode_cached,
-    try_atomic_write,
 )
 from seam_lightning.seam.sources.base import CandidateSource, CandidateStats, check_request, normalise_whitespace
 
@@ -324,7 +324,7 @@ class ContrastSource(CandidateSource):
         index = _load_index(path, n, d)
         if index is None:
             index = build_index(vectors, "ivf", self.nprobe)
-            try_atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
+            write_cache_file(path, lambda tmp: faiss.write_index(index, str(tmp)))
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(self.nprobe, ivf.nlist)
         self.index_recall = check_index_recall(index, vectors, self.band, self.search_k)

@@ -32,13 +32,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Collection, Iterator
 
 from seam_lightning.cache import cache_root
+from seam_lightning.files import atomic_directory, write_text_atomic
 from seam_lightning.seam.sources.adversarial.stopwords import stopwords
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def nltk_data_dir(root: Path | None = None) -> Path:
     words = "\n".join(stopwords()) + "\n"
     english = root / "corpora" / "stopwords" / "english"
     if not english.is_file() or english.read_text(encoding="utf-8") != words:
-        _atomic_write(english, words)
+        write_text_atomic(english, words)
     source = wordnet_source()
     if source is not None:
         _install_wordnet(root / "corpora", *source)
@@ -145,44 +145,18 @@ def _install_wordnet(corpora: Path, source: Path, strip_cr: bool) -> None:
     if marker.is_file() and marker.read_text() == stamp and (target / "lexnames").is_file():
         return
     log.info("copying WordNet 3.0 from %s into %s (once)", source, target)
-    corpora.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".wordnet.", dir=corpora))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-    try:
-        for p in files:
-            if strip_cr:
-                (tmp / p.name).write_bytes(p.read_bytes().replace(b"\r\n", b"\n"))
-            else:
-                shutil.copyfile(p, tmp / p.name)  # a copy: NLTK refuses symlinked corpus files
-        if not (tmp / "lexnames").is_file():
-            (tmp / "lexnames").write_text(lexnames_text())
-        with _lock:
-            old = corpora / f".wordnet.old.{os.getpid()}"
-            if target.exists():
-                os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                # Another process installed it between our two renames: keep theirs.
-                if not (target / "lexnames").is_file():
-                    raise
-            shutil.rmtree(old, ignore_errors=True)
-            _atomic_write(marker, stamp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The lock keeps two threads of this process from swapping the folder at once;
+    # other processes are safe through the renames alone.
+    with _lock:
+        with atomic_directory(target) as tmp:
+            for p in files:
+                if strip_cr:
+                    (tmp / p.name).write_bytes(p.read_bytes().replace(b"\r\n", b"\n"))
+                else:
+                    shutil.copyfile(p, tmp / p.name)  # a copy: NLTK refuses symlinked corpus files
+            if not (tmp / "lexnames").is_file():
+                (tmp / "lexnames").write_text(lexnames_text())
+        write_text_atomic(marker, stamp)
 
 
 def use_nltk_data(path: Path) -> None:
