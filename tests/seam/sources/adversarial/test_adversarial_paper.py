@@ -22,7 +22,7 @@ from seam_lightning.seam.sources.adversarial.victim import RewardFunctionWrapper
 from seam_lightning.seam.sources.adversarial.source import AdversarialSource
 from seam_lightning.seam.sources.contrast import ContrastSource
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 HAS_WORDNET = Path("/usr/share/wordnet/data.noun").is_file()
 GOLDEN = "the result is four"
 LIKED = "a longer answer than the golden reply"  # longer than GOLDEN: a length-loving RM prefers it already

@@ -33,7 +33,7 @@ from seam_lightning.seam.sources.adversarial.offline import (
 )
 from seam_lightning.seam.sources.adversarial.stopwords import STOPWORDS_FILE, stopwords
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 HAS_WORDNET = Path("/usr/share/wordnet/data.noun").is_file() or bool(os.environ.get(WORDNET_ENV))
 needs_wordnet = pytest.mark.skipif(not HAS_WORDNET, reason="WordNet 3.0 not installed (apt-get install wordnet-base "
                                                            "wordnet-sense-index)")
