@@ -254,8 +254,9 @@ class SeamCallback(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.rescorings:
             return  # resumed: the restored selection is applied already (load_state_dict)
-        if trainer.ckpt_path is not None and trainer.strategy.restore_checkpoint_after_setup:
-            # FSDP/DeepSpeed restore callbacks after on_fit_start: wait for the saved state.
+        if trainer.strategy.restore_checkpoint_after_setup:
+            # FSDP/DeepSpeed restore callbacks after on_fit_start (and only then set trainer.ckpt_path,
+            # so it cannot tell a resume here): wait for the saved state, if any.
             self._restore_pending = True
         elif self.at_fit_start:
             self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
