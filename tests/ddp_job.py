@@ -9,7 +9,8 @@ augmented examples) and ``<out>/weights.pt`` (the trainable weights at the end).
 Several stages (``--stage sft,reward``) or data folders (``--data A,B``) run one
 after the other in the same processes (one start-up for all), each writing to
 ``<out>/<stage>-<data index>/``. Fault options kill the process with SIGKILL at a
-chosen point, as a crash would.
+chosen point, as a crash would (``--kill-rank`` only that rank), or make one rank's
+SEAM scoring fail (``--fault``): its source raises, or its reward model gives a NaN.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import json
 import os
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,15 +50,18 @@ def count_o(instructions, responses):
 
 
 class Record(Callback):
-    """Rank 0 keeps the per-step metrics; fault options kill the process at a chosen point."""
+    """Rank 0 keeps the per-step metrics; fault options kill the process (``kill_rank``: only that rank's)."""
 
-    def __init__(self, names, kill_at_step):
-        self.names, self.kill_at_step, self.steps = names, kill_at_step, []
+    def __init__(self, names, kill_at_step, kill_rank=None):
+        self.names, self.kill_at_step, self.kill_rank, self.steps = names, kill_at_step, kill_rank, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = getattr(pl_module, "ppo_step", trainer.global_step)
         self.steps.append({"step": step, **{n: trainer.callback_metrics[n].item() for n in self.names}})
-        if self.kill_at_step is not None and step == self.kill_at_step:
+        mine = self.kill_rank in (None, trainer.global_rank)
+        if self.kill_at_step is not None and step == self.kill_at_step and mine:
+            print(f"ddp_job: rank {trainer.global_rank} kills itself (SIGKILL) after step {step} at {time.time():.3f}",
+                  file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -70,6 +76,46 @@ class KillingSource(ListSource):
         if self.calls + 1 == self.kill_on_call:
             os.kill(os.getpid(), signal.SIGKILL)
         return super().candidates(instructions, responses, num_candidates)
+
+
+class FailingSource(ListSource):
+    """A fixed-table source whose endpoint gives up on rank 1 only, on that rank's ``fail_on_call``-th request."""
+
+    def __init__(self, table, fail_on_call=2):
+        super().__init__(table)
+        self.fail_on_call = fail_on_call
+
+    def candidates(self, instructions, responses, num_candidates):
+        if torch.distributed.get_rank() == 1 and self.calls + 1 == self.fail_on_call:
+            print(f"ddp_job: rank 1's source fails at {time.time():.3f}", file=sys.stderr, flush=True)
+            raise RuntimeError("endpoint gave up")
+        return super().candidates(instructions, responses, num_candidates)
+
+
+NAN_MARKER = "\u00a4"
+"""A character no test text holds: ``write_nan_reward_model`` gives its tokens NaN embeddings."""
+NAN_ID = 13
+"""The RL record whose first candidate ``--fault nan-rank1`` marks; odd, so rank 1 of 2 scores it (second chunk)."""
+
+
+def write_nan_reward_model(model_dir: Path, out: Path) -> Path:
+    """The reward model of ``model_dir`` (a fixed head) whose reward is NaN for any text with ``NAN_MARKER``.
+
+    The marker's tokens get NaN embeddings: a sequence holding them attends to NaN,
+    every other sequence is untouched (rows of a batch do not mix).
+    """
+    from seam_lightning.models import load_tokenizer
+    from seam_lightning.models.loading import load_reward_model
+
+    torch.manual_seed(0)
+    model = load_reward_model(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir))
+    marker_ids = tokenizer(NAN_MARKER, add_special_tokens=False).input_ids  # its two bytes; no ASCII text has them
+    with torch.no_grad():
+        model.get_input_embeddings().weight[marker_ids] = float("nan")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 class KillingContrast(ContrastSource):
@@ -117,12 +163,18 @@ def build(args, stage: str, data: str):
     else:  # seam
         module = RLConsumer(args.model)
         sources["rl"] = DataSource(str(data_dir / "rl.jsonl"))
-    if stage == "seam":
+    if stage == "seam" or (stage == "ppo" and args.prune):
         table = candidate_table(data_dir / "rl.jsonl")
-        source = KillingSource(table, args.kill_on_call) if args.kill_on_call else ListSource(table)
+        if args.fault == "nan-rank1":
+            instruction = json.loads((data_dir / "rl.jsonl").read_text().splitlines()[NAN_ID])["instruction"]
+            table[instruction][0] = f"{NAN_MARKER} {table[instruction][0]}"
+        if args.kill_on_call:
+            source = KillingSource(table, args.kill_on_call)
+        else:
+            source = FailingSource(table) if args.fault == "source-rank1" else ListSource(table)
         callbacks.append(SeamCallback(source, fraction=args.fraction, num_candidates=3, every_n_epochs=0,
-                                      reference_policy=args.model, reward_model=args.model, prompts_per_chunk=4,
-                                      progress=False))
+                                      reference_policy=args.model, reward_model=args.reward_model or args.model,
+                                      prompts_per_chunk=4, progress=False))
     if stage == "augment":
         contrast = dict(corpus=DataSource(str(data_dir / "corpus.jsonl")), band=(0.3, 0.95),
                         cache_dir=str(Path(args.out) / "contrast_cache"))
@@ -150,7 +202,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint-every", type=int, help="save last.ckpt every n optimizer updates")
     parser.add_argument("--resume", action="store_true", help="resume from <out>/checkpoints/last.ckpt")
     parser.add_argument("--kill-at-step", type=int, help="SIGKILL after this training step")
+    parser.add_argument("--kill-rank", type=int, help="--kill-at-step kills this rank only (default: every rank)")
     parser.add_argument("--kill-on-call", type=int, help="SIGKILL on this call of the candidate source")
+    parser.add_argument("--fault", choices=["source-rank1", "nan-rank1"],
+                        help="SEAM scoring fails on rank 1 only: its candidate source raises RuntimeError('endpoint "
+                             f"gave up') on its second chunk, or record {NAN_ID} gets a candidate with NAN_MARKER "
+                             "(give --reward-model a write_nan_reward_model folder)")
+    parser.add_argument("--prune", action="store_true", help="--stage ppo: prune the RL set with a SeamCallback")
     args = parser.parse_args(argv)
 
     runs = [(stage, data) for stage in args.stage.split(",") for data in args.data.split(",")]
@@ -165,7 +223,7 @@ def fit(args, stage: str, data_dir: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
     module, data, callbacks = build(args, stage, data_dir)
-    record = Record(METRICS[stage], args.kill_at_step)
+    record = Record(METRICS[stage], args.kill_at_step, args.kill_rank)
     callbacks.append(record)
     checkpointing = args.checkpoint_every is not None
     if checkpointing:
@@ -228,6 +286,42 @@ def run(out: Path, *options: str, killed: bool = False, timeout: int = 300) -> d
         return None
     assert proc.returncode == 0, proc.stderr[-5000:]
     return result(out) if (out / "result.json").exists() else None
+
+
+@dataclass
+class Failure:
+    """How a job that was expected to fail ended: its exit status, its output (all ranks), how long it ran,
+    and when (``time.time()``) its last rank had ended."""
+
+    returncode: int
+    output: str
+    seconds: float
+    ended_at: float
+
+
+def run_failing(out: Path, *options: str, timeout: int = 120) -> Failure:
+    """Run this job in a fresh process (a session of its own) and expect it to fail within ``timeout`` seconds.
+
+    A job that does not end in time (a hang, e.g. a rank waiting for a dead peer until the
+    process group's timeout) is killed with all its ranks, and the test fails saying so.
+    """
+    import contextlib
+    import subprocess
+
+    command = [sys.executable, __file__, "--out", str(out), *options]
+    start = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # rank 0 and the ranks it started
+        output, _ = proc.communicate()
+        raise AssertionError(f"the job hung: no end after {timeout} s (killed it). Output:\n{output[-5000:]}") from None
+    seconds, ended_at = time.monotonic() - start, time.time()
+    assert proc.returncode != 0, f"the job was expected to fail but succeeded:\n{output[-3000:]}"
+    return Failure(proc.returncode, output, seconds, ended_at)
 
 
 def result(out: Path) -> dict:
