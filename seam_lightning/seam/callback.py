@@ -116,7 +116,8 @@ class SeamCallback(Callback):
         progress_dir: where progress files go (default ``<default_root_dir>/seam_progress``).
         seed: seed of ``selection="random"`` (each rescoring draws anew).
         name: tells several SeamCallbacks of one Trainer apart in checkpoints (their
-            ``state_key``); default: built from mode, selection, source class and fraction.
+            ``state_key``; Lightning refuses two with the same key); default: built from mode,
+            selection, source class and fraction.
         prepare_timeout_minutes: how long the other ranks wait for rank 0 to build the
             sources' caches (e.g. embedding a large contrast corpus), independent of the
             process group's timeout.
@@ -246,9 +247,6 @@ class SeamCallback(Callback):
         if len(pruning) > 1:
             raise ValueError("one Trainer can take one pruning SeamCallback (a second would overwrite its RL set); "
                              "give the others mode='score' to log and write their scores beside it")
-        keys = [c.state_key for c in trainer.callbacks if isinstance(c, SeamCallback)]
-        if len(keys) != len(set(keys)):
-            raise ValueError(f"SeamCallbacks of one Trainer need different names (state keys {keys})")
         self._datamodule = trainer.datamodule
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -303,13 +301,14 @@ class SeamCallback(Callback):
         """
         datamodule = _datamodule(trainer)
         records = datamodule.records("rl")
-        if self.selection in ("seam", "perplexity") and self.rescorings:
+        self._prepare_sources(trainer)  # first: preparing may complete the source's configuration
+        fingerprint = None
+        if self.selection in ("seam", "perplexity"):
             fingerprint = self._scoring_fingerprint(trainer, pl_module, records)
-            if fingerprint == self.scored_fingerprint:
+            if self.rescorings and fingerprint == self.scored_fingerprint:
                 rank_zero_info("[SeamCallback] models, source and RL set unchanged since the last scoring: "
                                "keeping its selection")
                 return []
-        self._prepare_sources(trainer)
         results: list[SeamResult] = []
         if self.selection == "seam":
             results = self._score(trainer, pl_module, records)
@@ -336,8 +335,7 @@ class SeamCallback(Callback):
             metrics["seam/pruned"] = float(len(chosen))
         elif self.mode == "augment":
             metrics.update(self._augment(trainer, datamodule, records, selected))
-        if self.selection in ("seam", "perplexity"):
-            self.scored_fingerprint = self._scoring_fingerprint(trainer, pl_module, records)
+        self.scored_fingerprint = fingerprint
         self.rescorings += 1
 
         for logger in trainer.loggers:
@@ -374,9 +372,9 @@ class SeamCallback(Callback):
                                 max_response_tokens=datamodule.max_response_tokens,
                                 token_budget=self.token_budget, prompts_per_chunk=self.prompts_per_chunk,
                                 progress=False)
+            progress = self._scoring_progress(trainer, policy, reward_model, datamodule)
             results, counts = score_records(trainer, records, self.source, scorer, self.num_candidates,
-                                            self.prompts_per_chunk, self._scoring_progress(trainer, policy, reward_model, datamodule),
-                                            show_progress=self.progress)
+                                            self.prompts_per_chunk, progress, show_progress=self.progress)
         self.last_scoring = {"reused": counts.reused, "scored": counts.scored}
         return results
 

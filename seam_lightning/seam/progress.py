@@ -61,7 +61,7 @@ class ScoringProgress:
         return done
 
     def save(self, pairs: Iterable[tuple[str, SeamResult]]) -> None:
-        """Append (prompt key, result) pairs durably; a disk that refuses writes costs the progress file, never the run."""
+        """Append (prompt key, result) pairs durably; a refusing disk costs the progress file, never the run."""
         lines = [{"key": key, **_fields(result)} for key, result in pairs]
         if not self._writable or not lines:
             return
