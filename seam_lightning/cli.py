@@ -2,6 +2,7 @@
 
     seam-lightning fit --config cli.yaml
     seam-lightning fit --config seam_lightning/configs/sft.yaml --trainer.max_steps 20
+    seam-lightning score --config seam_lightning/configs/score.yaml   (see score_cli.py)
 
 ``--model`` takes any LightningModule (``seam_lightning.SFTModule``,
 ``seam_lightning.RewardModule``, …); the data module is always RLHFDataModule.
@@ -21,15 +22,38 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 import seam_lightning  # noqa: E402,F401  (registers the modules for short class names)
 from seam_lightning.data.datamodule import RLHFDataModule  # noqa: E402
+from seam_lightning.data.records import DataError  # noqa: E402
 from seam_lightning.files import write_json  # noqa: E402
 
 
 class SeamLightningCLI(LightningCLI):
-    """LightningCLI that prints, after ``fit``, where checkpoints, logs and the export went."""
+    """LightningCLI that prints, after ``fit``, where checkpoints, logs and the export went.
+
+    The shipped configs train in ``bf16-mixed``. On a CPU without native bf16 (no
+    AVX512-BF16/AMX on x86) autocast emulates it and a step runs an order of magnitude
+    slower than in fp32, so there the run falls back to ``32-true`` with a warning;
+    ``--bf16_on_cpu=always`` keeps bf16 all the same.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--bf16_on_cpu", choices=["auto", "always"], default="auto",
+                            help="bf16 precision on a CPU without native bf16: 'auto' trains in fp32 "
+                                 "instead (an order of magnitude faster there), 'always' keeps bf16")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        precision = str(trainer.get("precision"))
+        if (config.get("bf16_on_cpu", "auto") == "auto" and precision.startswith("bf16")
+                and _runs_on_cpu(trainer.get("accelerator")) and not cpu_has_native_bf16()):
+            rank_zero_warn(f"trainer.precision={precision} on a CPU without native bf16 would be emulated and run "
+                           "an order of magnitude slower: training in 32-true instead (--bf16_on_cpu=always keeps it)")
+            trainer["precision"] = "32-true"
 
     def after_fit(self) -> None:
         trainer, model = self.trainer, self.model
@@ -63,6 +87,26 @@ class SeamLightningCLI(LightningCLI):
             print(f"  {name:<22} {value:.4f}")
 
 
+def _runs_on_cpu(accelerator: object) -> bool:
+    """Whether the Trainer's ``accelerator`` setting resolves to the CPU on this machine."""
+    if isinstance(accelerator, str) and accelerator in ("auto", "gpu", "cuda", "mps"):
+        return accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return accelerator == "cpu"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (x86: AVX512-BF16 or AMX; Arm: the BF16 extension).
+
+    Read from /proc/cpuinfo; where that is missing (not Linux) the answer is True, so
+    nothing changes there.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
 def peak_memory_gb() -> dict[str, float]:
     """Peak resident memory of this process (and peak CUDA memory on a GPU), in GB."""
     # ru_maxrss is in kilobytes on Linux (bytes on macOS).
@@ -87,6 +131,31 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SeamLightningC
     )
 
 
+USER_ERRORS = (DataError, ValueError, FileNotFoundError)
+"""Errors in the user's data or configuration: shown as one line, unless debugging."""
+
+
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI (``args`` as on the command line; None reads ``sys.argv``)."""
-    build_cli(args)
+    """Run the command (``args`` as on the command line; None reads ``sys.argv``).
+
+    ``seam-lightning score …`` runs :mod:`seam_lightning.score_cli`; anything else is the
+    LightningCLI (``fit``, ``validate``, …). A bad data file or setting ends the command
+    with one line naming the file, record and field, and exit status 2; ``--debug`` (or
+    ``SEAM_LIGHTNING_DEBUG=1``) shows the traceback instead.
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in args or os.environ.get("SEAM_LIGHTNING_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        if args[:1] == ["score"]:
+            from seam_lightning.score_cli import main as score_main
+
+            score_main(args[1:])
+        else:
+            build_cli(args)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"seam-lightning: error: {e}\n(run with --debug or SEAM_LIGHTNING_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        raise SystemExit(2) from None

@@ -244,6 +244,10 @@ class RLHFDataModule(LightningDataModule):
 
     # -- SEAM hooks -------------------------------------------------------------------------
 
+    def rl_records(self) -> list[Record]:
+        """The RL prompts with their stable ids (SeamCallback's side of the data; see ``seam.rl_data``)."""
+        return self.records("rl")
+
     def set_active_rl_ids(self, ids: set[int] | list[int] | None) -> None:
         """Restrict the RL training loader to these example ids (None: all)."""
         if ids is not None:
@@ -344,6 +348,10 @@ class RLHFDataModule(LightningDataModule):
         if self.sources[split] is None:
             return []
         return self._loader(self.examples(split), self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The training split of the current stage, in file order, unshuffled (what a scoring job reads)."""
+        return self._loader(self.examples(self.stage), self.eval_batch_size, shuffle=False)
 
     def _loader(self, examples: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
         # Only training loaders (shuffle=True) drop a partial batch; evaluation sees every example.

@@ -124,7 +124,7 @@ def _decoded_lines(fh: Iterable[bytes], path: str) -> Iterator[str]:
                             f"(byte 0x{raw[e.start]:02x} at position {e.start})") from e
 
 
-def _iter_csv(path: str, delimiter: str, id_field: str | None) -> Iterator[Row]:
+def iter_csv(path: str, delimiter: str, id_field: str | None) -> Iterator[Row]:
     """Yield (origin, row dict) from a CSV/TSV file with a header row; origins give a record's first line.
 
     Cells are text, kept as written; the id column alone is parsed as an integer, since
@@ -166,7 +166,7 @@ def _csv_header(cells: list[str], path: str, lineno: int) -> list[str]:
     return cells
 
 
-def _open_dataset(path: str, split: str) -> Any:
+def open_dataset(path: str, split: str) -> Any:
     """Load one split of a `datasets` source: a save_to_disk dir, a hub name or a local path."""
     import datasets
 
@@ -187,7 +187,7 @@ def _open_dataset(path: str, split: str) -> Any:
 
 def _iter_dataset(path: str, split: str, columns: list[str]) -> Iterator[Row]:
     """Yield (origin, row dict) from a `datasets` split, reading Arrow batches lazily."""
-    ds = _open_dataset(path, split)
+    ds = open_dataset(path, split)
     # Same reasoning as for Parquet: skip decoding unused (possibly heavy) columns.
     if all(c in ds.column_names for c in columns):
         ds = ds.select_columns(columns)
@@ -215,7 +215,7 @@ def _iter_rows(source: DataSource, columns: list[str]) -> Iterator[Row]:
     if suffix in PARQUET_SUFFIXES:
         return _iter_parquet(path, columns)
     if suffix in CSV_DELIMITERS:
-        return _iter_csv(path, CSV_DELIMITERS[suffix], source.id_field)
+        return iter_csv(path, CSV_DELIMITERS[suffix], source.id_field)
     return _iter_dataset(path, source.split, columns)
 
 

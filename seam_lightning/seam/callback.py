@@ -46,6 +46,7 @@ from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
 from seam_lightning.seam.perplexity import golden_perplexities
 from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, run_fingerprint
+from seam_lightning.seam.rl_data import rl_data_of, token_limits
 from seam_lightning.seam.scorer import SeamResult, SeamScorer
 from seam_lightning.seam.scores_file import write_scores
 from seam_lightning.seam.sharded_scoring import score_records
@@ -211,6 +212,7 @@ class SeamCallback(Callback):
         self.name = name
         self.prepare_timeout_minutes = prepare_timeout_minutes
         self._datamodule = None  # the Trainer's, kept from `setup` so a restored selection can be applied
+        self.last_results: list[SeamResult] = []  # the latest scoring's results (not saved in checkpoints)
         self._restore_pending = False
         self._loaded: dict[str, Any] = {}
         # State saved in checkpoints (the augmented examples live in the data module's state).
@@ -247,6 +249,10 @@ class SeamCallback(Callback):
         if len(pruning) > 1:
             raise ValueError("one Trainer can take one pruning SeamCallback (a second would overwrite its RL set); "
                              "give the others mode='score' to log and write their scores beside it")
+        rl_data_of(trainer.datamodule)  # fails early, naming what the DataModule lacks
+        if self.mode == "augment" and not callable(getattr(trainer.datamodule, "add_examples", None)):
+            raise TypeError("SeamCallback(mode='augment') adds examples to the SFT and preference sets: it needs "
+                            f"RLHFDataModule (or add_examples/added like it), not {type(trainer.datamodule).__name__}")
         self._datamodule = trainer.datamodule
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -271,6 +277,10 @@ class SeamCallback(Callback):
         self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch)
         trainer.fit_loop._combined_loader = None
 
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # `Trainer.predict` is how a scoring job without training runs (``seam-lightning score``).
+        self.rescore(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not _last_epoch(trainer):
             self.rescore(trainer, pl_module, for_epoch=trainer.current_epoch + 1)
@@ -288,7 +298,7 @@ class SeamCallback(Callback):
         # The callback owns the active RL set; the data module only applies it. Loaded before
         # the train loader is built (for every strategy), so the resumed epoch sees it.
         if self.mode == "prune" and self._datamodule is not None:
-            self._datamodule.set_active_rl_ids(self.active_ids)
+            rl_data_of(self._datamodule).set_active_rl_ids(self.active_ids)
 
     # -- scoring ----------------------------------------------------------------------------
 
@@ -299,8 +309,8 @@ class SeamCallback(Callback):
         Returns the SEAM results (none with ``selection="perplexity"``/``"random"``/``"all"``; the
         perplexities are in ``scores``).
         """
-        datamodule = _datamodule(trainer)
-        records = datamodule.records("rl")
+        rl_data = rl_data_of(trainer.datamodule)
+        records = rl_data.rl_records()
         self._prepare_sources(trainer)  # first: preparing may complete the source's configuration
         fingerprint = None
         if self.selection in ("seam", "perplexity"):
@@ -331,12 +341,13 @@ class SeamCallback(Callback):
             metrics.update(_summary("perplexity", self.scores.values()))
         if self.mode == "prune":
             self.active_ids = sorted({r.id for r in records} - chosen)
-            datamodule.set_active_rl_ids(self.active_ids)
+            rl_data.set_active_rl_ids(self.active_ids)
             metrics["seam/pruned"] = float(len(chosen))
         elif self.mode == "augment":
-            metrics.update(self._augment(trainer, datamodule, records, selected))
+            metrics.update(self._augment(trainer, trainer.datamodule, records, selected))
         self.scored_fingerprint = fingerprint
         self.rescorings += 1
+        self.last_results = results
 
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
@@ -360,7 +371,7 @@ class SeamCallback(Callback):
 
     def _score(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> list[SeamResult]:
         """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
-        datamodule = _datamodule(trainer)
+        max_instruction_tokens, max_response_tokens = token_limits(trainer.datamodule)
         tokenizer = self._tokenizer(pl_module)
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
@@ -368,11 +379,11 @@ class SeamCallback(Callback):
                 trainer.precision_plugin.forward_context():
             self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
             scorer = SeamScorer(policy, reward_model, tokenizer,
-                                max_instruction_tokens=datamodule.max_instruction_tokens,
-                                max_response_tokens=datamodule.max_response_tokens,
+                                max_instruction_tokens=max_instruction_tokens,
+                                max_response_tokens=max_response_tokens,
                                 token_budget=self.token_budget, prompts_per_chunk=self.prompts_per_chunk,
                                 progress=False)
-            progress = self._scoring_progress(trainer, policy, reward_model, datamodule)
+            progress = self._scoring_progress(trainer, policy, reward_model)
             results, counts = score_records(trainer, records, self.source, scorer, self.num_candidates,
                                             self.prompts_per_chunk, progress, show_progress=self.progress)
         self.last_scoring = {"reused": counts.reused, "scored": counts.scored}
@@ -384,11 +395,10 @@ class SeamCallback(Callback):
         As in :meth:`_score`, this rank computes its share (records rank, rank + world, …) and
         the shares are gathered, so every rank holds the same numbers and selects the same ids.
         """
-        datamodule = _datamodule(trainer)
         mine = records[trainer.global_rank::trainer.world_size]
         with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context():
             # Formatted and truncated exactly as the data module formats training data.
-            formatter = PromptFormatter(tokenizer, datamodule.max_instruction_tokens, datamodule.max_response_tokens)
+            formatter = PromptFormatter(tokenizer, *token_limits(trainer.datamodule))
             budget = self.token_budget or default_token_budget(next(model.parameters()).device)
             examples = [(r.id, r.text["instruction"], r.text["response"]) for r in mine]
             values, error = {}, None
@@ -455,13 +465,13 @@ class SeamCallback(Callback):
         return run_fingerprint(*models, json.dumps(self.source.config(), sort_keys=True), self.selection,
                                self.order, self.num_candidates, trainer.precision, json.dumps(data))
 
-    def _scoring_progress(self, trainer: Trainer, policy: torch.nn.Module, reward_model: torch.nn.Module,
-                          datamodule) -> ScoringProgress | None:
+    def _scoring_progress(self, trainer: Trainer, policy: torch.nn.Module,
+                          reward_model: torch.nn.Module) -> ScoringProgress | None:
         if not self.save_progress:
             return None
         directory = self.progress_dir or os.path.join(trainer.default_root_dir, "seam_progress")
         fingerprint = run_fingerprint(model_fingerprint(policy), model_fingerprint(reward_model),
-                                      datamodule.max_instruction_tokens, datamodule.max_response_tokens,
+                                      *token_limits(trainer.datamodule),
                                       trainer.precision, self.num_candidates,
                                       json.dumps(self.source.config(), sort_keys=True))
         return ScoringProgress(directory, fingerprint, trainer.global_rank)
@@ -582,13 +592,6 @@ def _last_epoch(trainer: Trainer) -> bool:
     max_epochs = loop.max_epochs if loop.max_epochs is not None and loop.max_epochs >= 0 else None
     steps_done = loop.max_steps >= 0 and trainer.global_step >= loop.max_steps
     return trainer.should_stop or steps_done or (max_epochs is not None and trainer.current_epoch + 1 >= max_epochs)
-
-
-def _datamodule(trainer: Trainer):
-    datamodule = trainer.datamodule
-    if datamodule is None or not hasattr(datamodule, "set_active_rl_ids"):
-        raise TypeError("SeamCallback needs the Trainer's datamodule to be an RLHFDataModule (with an RL set)")
-    return datamodule
 
 
 def _summary(name: str, values) -> dict[str, float]:

@@ -76,7 +76,7 @@ class ScoringProgress:
 def _fields(result: SeamResult) -> dict:
     return {"id": result.id, "seam": result.seam, "golden_reward": result.golden_reward,
             "candidate_rewards": result.candidate_rewards, "candidate_logprob_sums": result.candidate_logprob_sums,
-            "candidate_lengths": result.candidate_lengths}
+            "candidate_lengths": result.candidate_lengths, "candidates": result.candidates}
 
 
 def _parse(entry: dict) -> tuple[tuple[int, str], SeamResult]:
@@ -85,6 +85,7 @@ def _parse(entry: dict) -> tuple[tuple[int, str], SeamResult]:
         candidate_rewards=[float(v) for v in entry["candidate_rewards"]],
         candidate_logprob_sums=[float(v) for v in entry["candidate_logprob_sums"]],
         candidate_lengths=[int(v) for v in entry["candidate_lengths"]],
+        candidates=[str(v) for v in entry.get("candidates", [])],  # absent in files of earlier versions
     )
     if not isinstance(entry["key"], str):
         raise TypeError("key must be a string")

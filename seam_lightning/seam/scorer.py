@@ -15,7 +15,7 @@ prompt∘candidate in full. Both give the same numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
@@ -62,6 +62,7 @@ class SeamResult:
     candidate_rewards: list[float]
     candidate_logprob_sums: list[float]
     candidate_lengths: list[int]
+    candidates: list[str] = field(default_factory=list)  # the texts r*, for reports and the scores file
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ class SeamScorer:
             results.append(SeamResult(
                 id=ex.id, seam=_seam(lp, lengths, candidate_rewards, rw[GOLDEN]), golden_reward=rw[GOLDEN],
                 candidate_rewards=candidate_rewards, candidate_logprob_sums=[lp[c] for c in range(len(lengths))],
-                candidate_lengths=lengths,
+                candidate_lengths=lengths, candidates=list(ex.candidates),
             ))
         return results
 

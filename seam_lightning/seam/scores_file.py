@@ -11,7 +11,7 @@ from seam_lightning.seam.scorer import SeamResult
 
 
 def write_scores(path: str | Path, results: list[SeamResult], records: list[Record], selected: set[int]) -> Path:
-    """Write one row per RL prompt (id, instruction, SEAM, selected, per-candidate terms), atomically.
+    """Write one row per RL prompt (id, instruction, SEAM, selected, per-candidate texts and terms), atomically.
 
     ``.parquet`` gives a Parquet file, anything else JSON lines.
     """
@@ -21,6 +21,7 @@ def write_scores(path: str | Path, results: list[SeamResult], records: list[Reco
         "id": r.id, "instruction": instruction[r.id], "seam": r.seam, "selected": r.id in selected,
         "golden_reward": r.golden_reward, "candidate_rewards": r.candidate_rewards,
         "candidate_logprob_sums": r.candidate_logprob_sums, "candidate_lengths": r.candidate_lengths,
+        "candidates": r.candidates,
     } for r in results]
     if path.suffix != ".parquet":
         return write_jsonl_atomic(path, rows)
