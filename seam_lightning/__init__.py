@@ -6,7 +6,7 @@ from seam_lightning.data import DataError, DataSource, RLHFDataModule
 from seam_lightning.models import DEFAULT_MODEL, LoRASettings, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.modules import PPOModule, RewardModule, SFTModule
 from seam_lightning.rl import SamplingSettings
-from seam_lightning.seam import ContrastSource, SeamCallback
+from seam_lightning.seam import ContrastSource, PromptFilter, SeamCallback
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "DataSource",
     "LoRASettings",
     "PPOModule",
+    "PromptFilter",
     "RLHFDataModule",
     "RewardModule",
     "SFTModule",

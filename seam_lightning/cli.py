@@ -29,6 +29,7 @@ import seam_lightning  # noqa: E402,F401  (registers the modules for short class
 from seam_lightning.data.datamodule import RLHFDataModule  # noqa: E402
 from seam_lightning.data.records import DataError  # noqa: E402
 from seam_lightning.files import write_json  # noqa: E402
+from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 
 
 class SeamLightningCLI(LightningCLI):
@@ -92,19 +93,6 @@ def _runs_on_cpu(accelerator: object) -> bool:
     if isinstance(accelerator, str) and accelerator in ("auto", "gpu", "cuda", "mps"):
         return accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
     return accelerator == "cpu"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (x86: AVX512-BF16 or AMX; Arm: the BF16 extension).
-
-    Read from /proc/cpuinfo; where that is missing (not Linux) the answer is True, so
-    nothing changes there.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return True
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
 def peak_memory_gb() -> dict[str, float]:

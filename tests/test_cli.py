@@ -122,3 +122,15 @@ def test_command_runs_every_stage_under_two_process_ddp(tiny_model_dir, tmp_path
         summary = json.loads(next(root.rglob("summary.json")).read_text())
         assert Path(summary["checkpoint"]).is_file() and (root / "export" / "config.json").is_file()
     assert summary["ppo_steps"] == 1 and summary["metrics"]["seam/pruned"] == 4.0  # 20% of 20 RL prompts
+
+
+@pytest.mark.parametrize("native, flag, expected", [(False, [], "32-true"), (True, [], "bf16-mixed"),
+                                                    (False, ["--bf16_on_cpu=always"], "bf16-mixed")])
+def test_bf16_config_trains_in_fp32_on_a_cpu_without_native_bf16(tiny_model_dir, tmp_path, monkeypatch, native, flag,
+                                                                  expected):
+    import seam_lightning.cli as cli
+
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: native)
+    built = cli.build_cli(["--config", str(CONFIG_DIR / "sft.yaml"), f"--model.init_args.model={tiny_model_dir}",
+                           "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}", *flag], run=False)
+    assert built.trainer.precision == expected

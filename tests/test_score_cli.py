@@ -143,3 +143,10 @@ def test_score_under_two_process_ddp_equals_one_process(tiny_model_dir, reward_m
     for a, b in zip(one, two):
         assert a["seam"] == pytest.approx(b["seam"], abs=1e-6) and a["selected"] == b["selected"]
     assert (outputs[1] / "pruned.jsonl").read_text() == (outputs[2] / "pruned.jsonl").read_text()
+
+
+def test_shipped_score_config_parses(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "--config", str(ROOT / "seam_lightning" / "configs" / "score" / "demo.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "class_path: seam_lightning.ContrastSource" in capsys.readouterr().out

@@ -29,6 +29,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from seam_lightning.files import atomic_directory
+from seam_lightning.hardware import cpu_has_native_bf16
 from seam_lightning.models.bundled import bundled_model_dir, is_bundled
 from seam_lightning.models.forward import check_output_logits
 
@@ -182,6 +183,9 @@ def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
     kwargs["dtype"] = getattr(torch, dtype)
+    if dtype == "bfloat16" and quantization is None and not torch.cuda.is_available() and not cpu_has_native_bf16():
+        log.warning("%s: bf16 weights on a CPU without native bf16 are emulated and run two orders of magnitude "
+                    "slower than float32 here; use dtype=float32 on this machine", name)
     kwargs["attn_implementation"] = attention_for(AutoConfig.from_pretrained(path), attn_implementation)
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, kwargs["dtype"])
