@@ -67,6 +67,8 @@ def score(
     attn_implementation: Attention = "sdpa",
     max_instruction_tokens: int = 128,
     max_response_tokens: int = 192,
+    prompt_template: str | None = None,
+    system_prompt: str | None = None,
     token_budget: int | None = None,
     prompts_per_chunk: int = 64,
     scores_format: Literal["parquet", "jsonl"] = "parquet",
@@ -88,7 +90,8 @@ def score(
         order: ``largest`` prunes the largest values (the paper's), ``smallest`` the other end.
         num_candidates: candidates per prompt, N (paper: 30).
         dtype, quantization, attn_implementation: how both models are loaded.
-        max_instruction_tokens, max_response_tokens: truncation, as the training stages apply it.
+        max_instruction_tokens, max_response_tokens, prompt_template, system_prompt: how prompts and
+            responses are formatted, as the models were trained (``RLHFDataModule``'s arguments).
         token_budget: tokens per scoring forward pass (None: by device).
         prompts_per_chunk: prompts scored and saved to the progress store together.
         scores_format: ``parquet`` or ``jsonl``.
@@ -110,7 +113,7 @@ def score(
                      default_root_dir=str(out))
     datamodule = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None, rl=data, rl_val=None,
                                 max_instruction_tokens=max_instruction_tokens, max_response_tokens=max_response_tokens,
-                                batch_size=1)
+                                prompt_template=prompt_template, system_prompt=system_prompt, batch_size=1)
     module = ScoringModule(policy, reward_model, dtype=dtype, quantization=quantization,
                            attn_implementation=attn_implementation)
     runner.predict(module, datamodule=datamodule, return_predictions=False)

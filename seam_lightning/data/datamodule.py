@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from seam_lightning.data.collate import collate_preference, collate_rl, collate_sft
-from seam_lightning.data.formatting import Overlong, PromptFormatter
+from seam_lightning.data.formatting import Overlong, PromptFormatter, check_template, prompt_format
 from seam_lightning.data.records import DataError, DataSource, Record, load_records
 from seam_lightning.data.sampling import EpochShuffleSampler
 
@@ -56,6 +56,10 @@ class RLHFDataModule(LightningDataModule):
         eval_batch_size: examples per validation batch (default: ``batch_size``).
         max_instruction_tokens: limit on the instruction's own tokens (the template is extra).
         max_response_tokens: limit on each response (response, chosen, rejected), EOS included.
+        prompt_template: a plain prompt template with ``{instruction}``, used instead of the
+            tokenizer's chat template, e.g. StackLLaMA's ``"Question: {instruction}\n\nAnswer: "``
+            (the paper's setup). None: the chat template (or a plain one when the tokenizer has none).
+        system_prompt: a system turn before every prompt (None: none).
         overlong: ``"truncate"`` keeps the first tokens of an over-long field (a cut response
             gets no EOS); ``"drop"`` skips the example. Counts are logged either way.
         num_workers: DataLoader workers.
@@ -84,6 +88,8 @@ class RLHFDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         max_instruction_tokens: int = 128,
         max_response_tokens: int = 192,
+        prompt_template: str | None = None,
+        system_prompt: str | None = None,
         overlong: Overlong = "truncate",
         num_workers: int = 0,
         seed: int = 0,
@@ -95,6 +101,7 @@ class RLHFDataModule(LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if overlong not in ("truncate", "drop"):
             raise ValueError(f"overlong must be 'truncate' or 'drop', got {overlong!r}")
+        check_template(prompt_template)
         self.save_hyperparameters(ignore=["allow_changed_data"])
         self.allow_changed_data = allow_changed_data
         self.sources = {"sft": sft, "sft_val": sft_val, "preference": preference,
@@ -104,6 +111,8 @@ class RLHFDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_instruction_tokens = max_instruction_tokens
         self.max_response_tokens = max_response_tokens
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
         self.overlong = overlong
         self.num_workers = num_workers
         self.seed = seed
@@ -124,7 +133,7 @@ class RLHFDataModule(LightningDataModule):
         if stage not in FIELDS:
             raise ValueError(f"data stage must be one of {list(FIELDS)}, got {stage!r}")
         if self.formatter is None or self.formatter.tokenizer is not tokenizer:
-            self.formatter = PromptFormatter(tokenizer, self.max_instruction_tokens, self.max_response_tokens)
+            self.formatter = PromptFormatter(tokenizer, **prompt_format(self))
             self._examples.clear()
         self.stage = stage
 

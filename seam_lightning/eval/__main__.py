@@ -36,6 +36,10 @@ def _common(p: argparse.ArgumentParser, data: str, generates: bool) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-instruction-tokens", type=int, default=128)
     p.add_argument("--max-response-tokens", type=int, default=192, help="limit on a response the RM scores")
+    p.add_argument("--prompt-template", default=None,
+                   help="a plain prompt template with {instruction}, as the models were trained with "
+                        "(e.g. 'Question: {instruction}\\n\\nAnswer: '); default: the chat template")
+    p.add_argument("--system-prompt", default=None, help="a system turn before every prompt (default: none)")
     if generates:
         p.add_argument("--max-new-tokens", type=int, default=64, help="limit on a generated response")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")

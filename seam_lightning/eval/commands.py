@@ -49,6 +49,7 @@ def _responses(args: argparse.Namespace, policy_path: str, instructions: list[st
     try:
         return generate_responses(policy, tokenizer, instructions, max_new_tokens=args.max_new_tokens,
                                   batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
+                                  template=args.prompt_template, system_prompt=args.system_prompt,
                                   progress=args.progress)
     finally:
         del policy
@@ -62,6 +63,7 @@ def _rewards(args: argparse.Namespace, rm_path: str, instructions: list[str], re
     try:
         return reward_scores(model, tokenizer, instructions, responses, batch_size=args.batch_size,
                              max_instruction_tokens=args.max_instruction_tokens,
+                                  template=args.prompt_template, system_prompt=args.system_prompt,
                              max_response_tokens=args.max_response_tokens, progress=args.progress)
     finally:
         del model
@@ -106,6 +108,7 @@ def rm_accuracy(args: argparse.Namespace) -> Result:
                               attn_implementation=args.attn_implementation).to(args.device)
     accuracy = preference_accuracy(model, tokenizer, data["instruction"], data["chosen"], data["rejected"],
                                    batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
+                                  template=args.prompt_template, system_prompt=args.system_prompt,
                                    max_response_tokens=args.max_response_tokens, progress=args.progress)
     n = len(data["instruction"])
     return {"accuracy": accuracy, "n": n}, f"rm-accuracy: {accuracy:.4f} on {n} pairs"

@@ -60,6 +60,8 @@ def generate_responses(
     greedy: bool = True,
     max_instruction_tokens: int = 128,
     progress: bool = True,
+    template: str | None = None,
+    system_prompt: str | None = None,
 ) -> list[str]:
     """One response per instruction, decoded up to its first EOS (special tokens skipped).
 
@@ -67,7 +69,7 @@ def generate_responses(
     (sampling at temperature 1 over the full distribution otherwise, as PPO samples).
     """
     n = _check_texts(instructions=instructions)
-    formatter = PromptFormatter(tokenizer, max_instruction_tokens, max_new_tokens)
+    formatter = PromptFormatter(tokenizer, max_instruction_tokens, max_new_tokens, template, system_prompt)
     settings = SamplingSettings(max_new_tokens=max_new_tokens)
     device, out = _device(policy), []
     with eval_mode(policy):
@@ -94,13 +96,15 @@ def reward_scores(
     max_instruction_tokens: int = 128,
     max_response_tokens: int = 192,
     progress: bool = True,
+    template: str | None = None,
+    system_prompt: str | None = None,
 ) -> Tensor:
     """R(I∘r) per (instruction, response) pair, float32 on the CPU, in input order.
 
     Raises FloatingPointError naming the example index where a reward is NaN or infinite.
     """
     n = _check_texts(instructions=instructions, responses=responses)
-    formatter = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens)
+    formatter = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens, template, system_prompt)
     device, parts = _device(reward_model), []
     with eval_mode(reward_model):
         for start in _batches(n, batch_size, progress, "reward"):
@@ -126,13 +130,16 @@ def preference_accuracy(
     max_instruction_tokens: int = 128,
     max_response_tokens: int = 192,
     progress: bool = True,
+    template: str | None = None,
+    system_prompt: str | None = None,
 ) -> float:
     """Q_RM: the share of pairs with R(I∘chosen) > R(I∘rejected); a tie counts as an error."""
     n = _check_texts(instructions=instructions, chosen=chosen, rejected=rejected)
     if n == 0:
         raise ValueError("preference_accuracy needs at least one pair")
     limits = dict(batch_size=batch_size, max_instruction_tokens=max_instruction_tokens,
-                  max_response_tokens=max_response_tokens, progress=progress)
+                  max_response_tokens=max_response_tokens, progress=progress, template=template,
+                  system_prompt=system_prompt)
     r_chosen = reward_scores(reward_model, tokenizer, instructions, chosen, **limits)
     r_rejected = reward_scores(reward_model, tokenizer, instructions, rejected, **limits)
     accuracy = MeanMetric()

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from seam_lightning.seeding import mix_seed
+from seam_lightning.seeding import as_int64, counter_bits
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,47 @@ class Responses:
         return self.response_mask.sum(-1)
 
 
-class SeededGumbelSampling(LogitsProcessor):
-    """Sample each row from its own random stream: argmax(logits/T + Gumbel noise) (the Gumbel-max trick).
+def counter_uniform(seeds: Tensor, step: int) -> Tensor:
+    """One uniform float64 in [0, 1) per row seed [B] at ``step``: a pure function of (seed, step), 53 bits."""
+    bits = counter_bits(seeds, step, 1).squeeze(-1)
+    return ((bits >> 11) & ((1 << 53) - 1)).double() * 2.0**-53  # the top 53 bits (>> is arithmetic: mask)
 
-    Generation runs greedy over these scores, and argmax(ℓ + G) with G ~ Gumbel(0, 1)
-    is an exact draw from softmax(ℓ). Row b's noise at step t comes from a generator
-    seeded with (seeds[b], t), so a prompt's response depends on its seed only — not
-    on the other prompts in the batch, the padding, the rank it runs on, or the global
-    random stream. Top-k and top-p filter the scores before the noise, as in sampling.
+
+def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
+    """Token [B] whose CDF interval holds ``uniform`` [B]: the first j with Σ_{i≤j} p_i > u · Σ p.
+
+    The CDF is summed in float64, so a token's interval is its probability to ~1e-16;
+    tokens of probability 0 (filtered by top-k/top-p) have empty intervals and are never
+    drawn. Scaling u by the total makes unnormalised (or float32-rounded) ``probs`` exact.
+    """
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    target = torch.minimum(uniform.unsqueeze(-1) * total, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+
+
+class SeededSampling(LogitsProcessor):
+    """Sample each row from its own random stream by inverse-CDF; record the drawn tokens' log-probs.
+
+    Row b's token at step t is :func:`inverse_cdf` of the (temperature, top-k, top-p)
+    sampling distribution at :func:`counter_uniform` (seeds[b], t): an exact draw whose
+    uniform depends on (seed, step) only — not on the other prompts in the batch, their
+    number, the padding, the rank it runs on, or the global random stream. The batch's
+    uniforms come from a few tensor operations on [B] seeds (a counter-based generator:
+    no generator object per row and token), so the cost is one softmax and one cumulative
+    sum over the vocabulary, whatever the batch size.
+
+    The processor returns 0 at the drawn token and −inf elsewhere, so generation run
+    greedy over its output emits exactly that token. It also keeps, per step, the log-prob
+    of that token under softmax(logits / T) over the full vocabulary — what PPO's log-probs
+    are (top-k/top-p restrict what is drawn, not the log-prob) — in :attr:`logprobs`.
     """
 
     def __init__(self, seeds: list[int], settings: SamplingSettings):
-        self.seeds = seeds
+        self.seeds = torch.tensor([as_int64(int(s)) for s in seeds], dtype=torch.int64)
+        self.temperature = settings.temperature
         self.step = 0
+        self.logprobs: list[Tensor] = []
         self.warpers = [TemperatureLogitsWarper(settings.temperature)]
         if settings.top_k > 0:
             self.warpers.append(TopKLogitsWarper(settings.top_k))
@@ -76,15 +104,16 @@ class SeededGumbelSampling(LogitsProcessor):
             self.warpers.append(TopPLogitsWarper(settings.top_p))
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        logits = scores.float()
         for warper in self.warpers:
             scores = warper(input_ids, scores)
-        noise = torch.empty_like(scores, dtype=torch.float32)
-        for row, seed in enumerate(self.seeds):
-            generator = torch.Generator(device=scores.device).manual_seed(mix_seed(seed, self.step))
-            uniform = torch.rand(scores.shape[-1], generator=generator, device=scores.device)
-            noise[row] = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
+        if self.seeds.device != scores.device:
+            self.seeds = self.seeds.to(scores.device)  # once per generation
+        tokens = inverse_cdf(scores.float().softmax(-1), counter_uniform(self.seeds, self.step))
         self.step += 1
-        return scores.float() + noise
+        self.logprobs.append((logits / self.temperature).log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
+        chosen = torch.full_like(logits, float("-inf"))
+        return chosen.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 
 
 @torch.no_grad()

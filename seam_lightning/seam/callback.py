@@ -37,7 +37,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from seam_lightning.data.formatting import PromptFormatter
+from seam_lightning.data.formatting import PromptFormatter, prompt_format
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.batching import default_token_budget
@@ -46,7 +46,7 @@ from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
 from seam_lightning.seam.perplexity import golden_perplexities
 from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, run_fingerprint
-from seam_lightning.seam.rl_data import rl_data_of, token_limits
+from seam_lightning.seam.rl_data import rl_data_of
 from seam_lightning.seam.scorer import SeamResult, SeamScorer
 from seam_lightning.seam.scores_file import write_scores
 from seam_lightning.seam.sharded_scoring import score_records
@@ -371,16 +371,13 @@ class SeamCallback(Callback):
 
     def _score(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> list[SeamResult]:
         """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
-        max_instruction_tokens, max_response_tokens = token_limits(trainer.datamodule)
         tokenizer = self._tokenizer(pl_module)
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
         with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy, \
                 trainer.precision_plugin.forward_context():
             self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
-            scorer = SeamScorer(policy, reward_model, tokenizer,
-                                max_instruction_tokens=max_instruction_tokens,
-                                max_response_tokens=max_response_tokens,
+            scorer = SeamScorer(policy, reward_model, tokenizer, **prompt_format(trainer.datamodule),
                                 token_budget=self.token_budget, prompts_per_chunk=self.prompts_per_chunk,
                                 progress=False)
             progress = self._scoring_progress(trainer, policy, reward_model)
@@ -398,7 +395,7 @@ class SeamCallback(Callback):
         mine = records[trainer.global_rank::trainer.world_size]
         with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context():
             # Formatted and truncated exactly as the data module formats training data.
-            formatter = PromptFormatter(tokenizer, *token_limits(trainer.datamodule))
+            formatter = PromptFormatter(tokenizer, **prompt_format(trainer.datamodule))
             budget = self.token_budget or default_token_budget(next(model.parameters()).device)
             examples = [(r.id, r.text["instruction"], r.text["response"]) for r in mine]
             values, error = {}, None
@@ -471,7 +468,7 @@ class SeamCallback(Callback):
             return None
         directory = self.progress_dir or os.path.join(trainer.default_root_dir, "seam_progress")
         fingerprint = run_fingerprint(model_fingerprint(policy), model_fingerprint(reward_model),
-                                      *token_limits(trainer.datamodule),
+                                      json.dumps(prompt_format(trainer.datamodule), sort_keys=True),
                                       trainer.precision, self.num_candidates,
                                       json.dumps(self.source.config(), sort_keys=True))
         return ScoringProgress(directory, fingerprint, trainer.global_rank)

@@ -38,9 +38,10 @@ class SeamRLData(Protocol):
     record came from, for error messages). ``set_active_rl_ids(ids)`` restricts the RL
     training data to those ids (``None``: all of them).
 
-    Optional attributes ``max_instruction_tokens`` and ``max_response_tokens`` say how the
-    module truncates its texts, so candidates are scored as training formats them (default
-    128 and 192).
+    Optional attributes ``max_instruction_tokens`` and ``max_response_tokens`` (default 128 and
+    192), ``prompt_template`` and ``system_prompt`` (default None: the chat template, no system
+    turn) say how the module formats its texts, so candidates are scored as training formats
+    them (see :func:`seam_lightning.data.formatting.prompt_format`).
     """
 
     def rl_records(self) -> list[Record]: ...
@@ -120,11 +121,6 @@ def rl_data_of(datamodule: Any) -> SeamRLData:
     raise TypeError(f"SeamCallback cannot read RL prompts from {type(datamodule).__name__}: implement "
                     f"rl_records() and set_active_rl_ids(ids), or keep the prompts in one PromptFilter "
                     f"({found}); see seam_lightning.seam.rl_data")
-
-
-def token_limits(data: Any) -> tuple[int, int]:
-    """(max instruction tokens, max response tokens) the data's owner formats with (default 128, 192)."""
-    return getattr(data, "max_instruction_tokens", 128), getattr(data, "max_response_tokens", 192)
 
 
 def _getter(field: TextOf) -> Callable[[Any], Any]:

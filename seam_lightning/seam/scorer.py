@@ -100,6 +100,8 @@ class SeamScorer:
         prompts_per_chunk: int = 64,
         progress: bool = True,
         share_prompts: bool = True,
+        template: str | None = None,
+        system_prompt: str | None = None,
     ):
         if token_budget is None:
             token_budget = default_token_budget(next(policy.parameters()).device)
@@ -109,11 +111,12 @@ class SeamScorer:
                 raise ValueError(f"SeamScorer: {name} must be >= 1, got {value}")
         self.policy = policy
         self.reward_model = reward_model
-        self.policy_format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens)
+        self.policy_format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens,
+                                             template, system_prompt)
         same = reward_tokenizer is None or reward_tokenizer is tokenizer
         # One formatter for both models when they share a tokenizer: each text is tokenized once.
         self.reward_format = self.policy_format if same else PromptFormatter(
-            reward_tokenizer, max_instruction_tokens, max_response_tokens
+            reward_tokenizer, max_instruction_tokens, max_response_tokens, template, system_prompt
         )
         self.token_budget = token_budget
         self.prompts_per_chunk = prompts_per_chunk

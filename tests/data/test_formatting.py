@@ -1,4 +1,6 @@
-from seam_lightning.data.formatting import PLAIN_TEMPLATE, PromptFormatter
+import pytest
+
+from seam_lightning.data.formatting import PLAIN_TEMPLATE, STACK_LLAMA_TEMPLATE, PromptFormatter
 from seam_lightning.models import load_tokenizer
 
 
@@ -32,3 +34,26 @@ def test_instruction_limit_applies_to_instruction_tokens_only(tiny_model_dir):
     template_only = PromptFormatter(tok, 64, 64).prompt_ids("")
     assert cut.truncated and n_own > 5
     assert len(cut.ids) <= len(template_only.ids) + 6  # 5 kept tokens (+1 for re-tokenising the cut text)
+
+
+def test_plain_template_wins_over_the_chat_template(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    formatter = PromptFormatter(tokenizer, 64, 64, template=STACK_LLAMA_TEMPLATE)
+    # StackLLaMA's prompt, tokenized as a whole (special tokens as the tokenizer adds them).
+    assert formatter.prompt_ids("Why {x}?").ids == tokenizer("Question: Why {x}?\n\nAnswer: ")["input_ids"]
+
+
+def test_system_prompt_goes_into_the_chat_template_and_before_a_plain_one(tiny_model_dir, tiny_plain_model_dir):
+    chat = load_tokenizer(str(tiny_model_dir))
+    expected = chat.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                                        tokenize=False, add_generation_prompt=True)
+    ids = PromptFormatter(chat, 64, 64, system_prompt="Be brief.").prompt_ids("Hi").ids
+    assert chat.decode(ids) == expected
+    plain = load_tokenizer(str(tiny_plain_model_dir))
+    ids = PromptFormatter(plain, 64, 64, template="Q: {instruction}\nA:", system_prompt="Be brief.").prompt_ids("Hi").ids
+    assert ids == plain("Be brief.\n\nQ: Hi\nA:")["input_ids"]
+
+
+def test_a_template_without_one_instruction_slot_is_refused(tiny_model_dir):
+    with pytest.raises(ValueError, match="exactly once"):
+        PromptFormatter(load_tokenizer(str(tiny_model_dir)), 64, 64, template="Question: {question}")

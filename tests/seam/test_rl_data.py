@@ -105,3 +105,33 @@ def test_a_datamodule_without_the_protocol_is_refused_with_what_it_needs():
     with pytest.raises(TypeError, match="implement rl_records\\(\\) and set_active_rl_ids\\(ids\\), or keep the "
                                         "prompts in one PromptFilter \\(it has no PromptFilter attribute\\)"):
         rl_data_of(Plain())
+
+
+def test_callback_scores_with_the_datamodules_prompt_format(tiny_model_dir, tmp_path):
+    from seam_lightning.data.formatting import STACK_LLAMA_TEMPLATE
+    from seam_lightning.models.loading import load_policy, load_reward_model
+    from seam_lightning.seam.scorer import SeamExample, SeamScorer
+
+    class StackLlamaData(ProtocolData):
+        prompt_template = STACK_LLAMA_TEMPLATE
+        system_prompt = "Be brief."
+
+    torch.manual_seed(0)
+    callback = SeamCallback(ListSource(CANDIDATES), fraction=0.3, num_candidates=2,
+                            reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), progress=False)
+    Trainer(accelerator="cpu", max_epochs=1, callbacks=[callback], logger=False, enable_progress_bar=False,
+            enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path
+            ).fit(SeesIds(str(tiny_model_dir)), datamodule=StackLlamaData())
+
+    torch.manual_seed(0)  # the same random reward head as the callback's
+    policy, reward_model = load_policy(str(tiny_model_dir)), load_reward_model(str(tiny_model_dir))
+    examples = [SeamExample(r["uid"], r["question"], r["answer"], CANDIDATES[r["question"]][:2]) for r in ROWS]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+
+    def scores(**style):
+        scorer = SeamScorer(policy, reward_model, tokenizer, max_instruction_tokens=64, max_response_tokens=32,
+                            progress=False, **style)
+        return {r.id: r.seam for r in scorer.score(examples)}
+
+    assert callback.scores == pytest.approx(scores(template=STACK_LLAMA_TEMPLATE, system_prompt="Be brief."), abs=1e-6)
+    assert callback.scores != pytest.approx(scores(), abs=1e-6)  # the format matters: it was not ignored

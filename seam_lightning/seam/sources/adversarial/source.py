@@ -167,7 +167,9 @@ class AdversarialSource(CandidateSource):
         attack_misjudged: also attack seeds the RM already prefers to r, keeping a perturbation
             only if the RM still prefers it (default False: such seeds are returned as they are).
         query_budget: RM queries per attacked seed (None = unlimited).
-        max_instruction_tokens, max_response_tokens: formatting limits, as the data module's.
+        max_instruction_tokens, max_response_tokens, prompt_template, system_prompt: how the RM's
+            inputs are formatted; set them as the data module's (``RLHFDataModule`` arguments of
+            the same names), so the attack sees what training and scoring see.
         masked_lm: local masked LM (a folder with a trained MLM head) for ``bert-attack``.
         embedding: word-vector text file for ``textfooler`` (and ``ga`` / ``iga``: embedding swaps
             instead of WordNet synonyms).
@@ -189,6 +191,8 @@ class AdversarialSource(CandidateSource):
         query_budget: int | None = 200,
         max_instruction_tokens: int = 128,
         max_response_tokens: int = 192,
+        prompt_template: str | None = None,
+        system_prompt: str | None = None,
         masked_lm: str | None = None,
         embedding: str | None = None,
         token_budget: int | None = None,
@@ -215,6 +219,7 @@ class AdversarialSource(CandidateSource):
         self.seed_order, self.seeds_per_prompt, self.query_budget = seed_order, seeds_per_prompt, query_budget
         self.attack_misjudged = bool(attack_misjudged)
         self.max_instruction_tokens, self.max_response_tokens = max_instruction_tokens, max_response_tokens
+        self.prompt_template, self.system_prompt = prompt_template, system_prompt
         self.masked_lm, self.embedding, self.token_budget = masked_lm, embedding, token_budget
         self.seed, self.device, self.progress = seed, device, progress
         self.last_attack_stats: AttackStats | None = None
@@ -229,7 +234,8 @@ class AdversarialSource(CandidateSource):
     def bind(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> "AdversarialSource":
         """Attack this already-loaded reward model (e.g. the one a training run holds) instead of loading one."""
         return self.bind_wrapper(RewardModelWrapper(model, tokenizer, self.max_instruction_tokens,
-                                                    self.max_response_tokens, self.token_budget))
+                                                    self.max_response_tokens, self.token_budget,
+                                                    self.prompt_template, self.system_prompt))
 
     def bind_function(self, fn: InstructionRewardFunction) -> "AdversarialSource":
         """Attack a reward given as a plain function ``fn(instruction, responses) -> rewards``."""

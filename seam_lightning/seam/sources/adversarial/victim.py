@@ -93,9 +93,11 @@ class RewardModelWrapper(RewardWrapper):
         max_instruction_tokens: int = 128,
         max_response_tokens: int = 192,
         token_budget: int | None = None,
+        template: str | None = None,
+        system_prompt: str | None = None,
     ):
         self.model = model
-        self.format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens)
+        self.format = PromptFormatter(tokenizer, max_instruction_tokens, max_response_tokens, template, system_prompt)
         self.token_budget = token_budget or default_token_budget(next(model.parameters()).device)
         self.share_prompt = supports_prefix_sharing(model)
         # (instruction, its prompt ids, their key/value states), kept until the instruction changes.
