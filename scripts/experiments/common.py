@@ -1,7 +1,8 @@
 """What the four experiment scripts share: settings, training runs, Q_PM, the gold RM, JSON, tables and plots.
 
 Everything runs in this process through the package's own classes (RLHFDataModule,
-RewardModule, PPOModule, SeamCallback, SeamScorer), on the CPU in bf16 autocast,
+RewardModule, PPOModule, SeamCallback, SeamScorer), on the CPU in bf16 autocast
+where the CPU computes bf16 natively (fp32 elsewhere: emulated bf16 is ~100x slower),
 sized by command-line flags (``--quick`` for a run of a few minutes).
 
 Q_PM here is judge-free: the mean reward a *gold* reward model gives to a policy's
@@ -32,8 +33,15 @@ from seam_lightning.eval.stats import mean_ci  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
 from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
+from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 
 MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS = 128, 96  # as in cli.yaml and the stage configs
+BF16 = cpu_has_native_bf16()
+
+
+def autocast():
+    """bf16 autocast on a CPU with native bf16; a no-op elsewhere (as the CLI's --bf16_on_cpu=auto)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -95,8 +103,8 @@ def top_layers(model: str, wanted: int) -> int:
 
 
 def trainer(root: str | Path, callbacks: list | None = None, **kwargs: Any) -> Trainer:
-    """A quiet CPU Trainer in bf16 autocast, no logger, no checkpoints, no validation loop."""
-    return Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+    """A quiet CPU Trainer in bf16 autocast (fp32 without native bf16), no logger, checkpoints or validation."""
+    return Trainer(accelerator="cpu", devices=1, precision="bf16-mixed" if BF16 else "32-true", logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                    limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks or [], **kwargs)
 
@@ -136,7 +144,7 @@ class Judges:
 
         The training-RM number is what PPOModule logs as val/reward (greedy responses, the RM's score).
         """
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode(), autocast():
             responses = generate_responses(policy, self.tokenizer, self.instructions, self.new_tokens, batch_size=12,
                                            max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
             limits = dict(max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
@@ -171,7 +179,7 @@ def rm_accuracy(model: torch.nn.Module, tokenizer, limit: int) -> float:
     fields = ("instruction", "chosen", "rejected")
     records = load_records(DataSource("demo://preference_val", limit=limit), fields)
     columns = [[r.text[f] for r in records] for f in fields]
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), autocast():
         return preference_accuracy(model.eval(), tokenizer, *columns, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                                    max_response_tokens=MAX_RESPONSE_TOKENS, progress=False)
 
@@ -214,12 +222,12 @@ def rl_records(args: argparse.Namespace):
 
 
 def seam_scores(policy: str, reward_model: str, examples: list[SeamExample]) -> dict[int, float]:
-    """SEAM per RL id under one (PM, RM) pair, in bf16 autocast as SeamCallback scores under the Trainer."""
+    """SEAM per RL id under one (PM, RM) pair, in the precision SeamCallback scores in under `trainer()`."""
     pm, rm = load_policy(policy).eval(), load_reward_model(reward_model).eval()
     scorer = SeamScorer(pm, rm, load_tokenizer(policy), reward_tokenizer=load_tokenizer(reward_model),
                         max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
                         progress=False)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), autocast():
         return {r.id: r.seam for r in scorer.score(examples, total=len(examples))}
 
 
