@@ -62,41 +62,55 @@ def counter_uniform(seeds: Tensor, step: int) -> Tensor:
     return ((bits >> 11) & ((1 << 53) - 1)).double() * 2.0**-53  # the top 53 bits (>> is arithmetic: mask)
 
 
-def inverse_cdf(probs: Tensor, uniform: Tensor) -> Tensor:
-    """Token [B] whose CDF interval holds ``uniform`` [B]: the first j with Σ_{i≤j} p_i > u · Σ p.
+def inverse_cdf(weights: Tensor, uniform: Tensor, block: int = 256) -> Tensor:
+    """Token [B] whose CDF interval holds ``uniform`` [B]: the first j with Σ_{i≤j} w_i > u · Σ w.
 
-    The CDF is summed in float64, so a token's interval is its probability to ~1e-16;
-    tokens of probability 0 (filtered by top-k/top-p) have empty intervals and are never
-    drawn. Scaling u by the total makes unnormalised (or float32-rounded) ``probs`` exact.
+    ``weights`` [B, V] are unnormalised probabilities (≥ 0). Sums are taken in float64,
+    so a token's interval is its weight to ~1e-16, and a token of weight 0 (filtered by
+    top-k/top-p) has an empty interval and is never drawn. The search has two levels —
+    cumulative sums of blocks of ``block`` tokens, then inside the one block that holds
+    the target — so the vocabulary is read once instead of written out as a float64
+    cumulative sum (about 7x faster for 8 rows of a 49k vocabulary on a 2-core CPU).
     """
-    cdf = probs.cumsum(-1, dtype=torch.float64)
-    total = cdf[:, -1:]
+    rows, vocab = weights.shape
+    n_blocks = -(-vocab // block)
+    blocks = torch.nn.functional.pad(weights, (0, n_blocks * block - vocab)).view(rows, n_blocks, block)
+    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum_(-1)
+    total = block_cdf[:, -1:]
     target = torch.minimum(uniform.unsqueeze(-1) * total, total.nextafter(torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # First block whose CDF passes the target: its sum is > 0, and the CDF before it is ≤ the target.
+    j = torch.searchsorted(block_cdf, target, right=True).clamp_(max=n_blocks - 1)
+    before = torch.where(j > 0, block_cdf.gather(-1, (j - 1).clamp(min=0)), 0.0)
+    inner = blocks[torch.arange(rows, device=weights.device), j.squeeze(-1)].double().cumsum_(-1) + before
+    # The block's own cumulative sum can end a rounding error (~1e-16) below its block CDF:
+    # a target in that sliver goes to the block's last token of weight > 0, not past the block.
+    target = torch.minimum(target, inner[:, -1:].nextafter(torch.zeros_like(target)))
+    return (j * block + torch.searchsorted(inner, target, right=True)).squeeze(-1)
 
 
 class SeededSampling(LogitsProcessor):
-    """Sample each row from its own random stream by inverse-CDF; record the drawn tokens' log-probs.
+    """Sample each row from its own random stream by inverse-CDF.
 
     Row b's token at step t is :func:`inverse_cdf` of the (temperature, top-k, top-p)
     sampling distribution at :func:`counter_uniform` (seeds[b], t): an exact draw whose
     uniform depends on (seed, step) only — not on the other prompts in the batch, their
     number, the padding, the rank it runs on, or the global random stream. The batch's
     uniforms come from a few tensor operations on [B] seeds (a counter-based generator:
-    no generator object per row and token), so the cost is one softmax and one cumulative
-    sum over the vocabulary, whatever the batch size.
+    no generator object per row and token), and the draw reads the vocabulary twice (the
+    exponentials, their block sums), whatever the batch size.
 
     The processor returns 0 at the drawn token and −inf elsewhere, so generation run
-    greedy over its output emits exactly that token. It also keeps, per step, the log-prob
-    of that token under softmax(logits / T) over the full vocabulary — what PPO's log-probs
-    are (top-k/top-p restrict what is drawn, not the log-prob) — in :attr:`logprobs`.
+    greedy over its output emits exactly that token.
+
+    (PPO does not take its old log-probs from here: the key/value-cached decoding gives
+    log-probs up to 2e-5 away from a full forward in fp32 and 0.24 in bf16 autocast on
+    SmolLM2-135M, while full forwards agree bitwise whatever the batch composition — so
+    π/π_old is exactly 1 before the first update and the KL to π_ref exactly 0 at step 0.)
     """
 
     def __init__(self, seeds: list[int], settings: SamplingSettings):
         self.seeds = torch.tensor([as_int64(int(s)) for s in seeds], dtype=torch.int64)
-        self.temperature = settings.temperature
         self.step = 0
-        self.logprobs: list[Tensor] = []
         self.warpers = [TemperatureLogitsWarper(settings.temperature)]
         if settings.top_k > 0:
             self.warpers.append(TopKLogitsWarper(settings.top_k))
@@ -104,15 +118,15 @@ class SeededSampling(LogitsProcessor):
             self.warpers.append(TopPLogitsWarper(settings.top_p))
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        logits = scores.float()
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         if self.seeds.device != scores.device:
             self.seeds = self.seeds.to(scores.device)  # once per generation
-        tokens = inverse_cdf(scores.float().softmax(-1), counter_uniform(self.seeds, self.step))
+        scores = scores.float()
+        weights = (scores - scores.amax(-1, keepdim=True)).exp_()  # softmax up to its normalisation
+        tokens = inverse_cdf(weights, counter_uniform(self.seeds, self.step))
         self.step += 1
-        self.logprobs.append((logits / self.temperature).log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
-        chosen = torch.full_like(logits, float("-inf"))
+        chosen = torch.full_like(scores, float("-inf"))
         return chosen.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 
 
@@ -130,18 +144,18 @@ def sample_responses(
     """Generate one response per left-padded prompt (sampling, or greedy decoding for evaluation).
 
     With ``seeds`` (one per prompt) each response is drawn from its own random stream
-    (:class:`SeededGumbelSampling`); without, from the global torch random stream.
+    (:class:`SeededSampling`); without, from the global torch random stream.
     Only ``settings`` decide how tokens are chosen: the checkpoint's own
     ``generation_config`` (instruct exports ship do_sample, temperature, top_p,
     repetition_penalty) is not merged in, so PPO's log-probs are taken under the
     distribution the samples came from and greedy decoding is greedy.
     """
-    processors = None
+    sampler = None
     if seeds is not None and not greedy:
         if len(seeds) != len(input_ids):
             raise ValueError(f"sample_responses: {len(seeds)} seeds for {len(input_ids)} prompts")
-        processors = LogitsProcessorList([SeededGumbelSampling(list(seeds), settings)])
-    sample = not greedy and processors is None
+        sampler = SeededSampling(list(seeds), settings)
+    sample = not greedy and sampler is None
     # Every setting that changes which token is chosen is given explicitly, and
     # use_model_defaults=False stops transformers from replacing our values that equal
     # its global defaults (top_k=50 among them) with the checkpoint's.
@@ -161,7 +175,8 @@ def sample_responses(
     policy.eval()
     try:
         sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                    logits_processor=processors, use_model_defaults=False)
+                                    logits_processor=LogitsProcessorList([sampler] if sampler else []),
+                                    use_model_defaults=False)
     finally:
         for module, training in modes:
             module.training = training

@@ -15,6 +15,7 @@ import math
 import re
 
 import pytest
+import splitmix
 import torch
 from families import (
     EOS_PROMPT,
@@ -37,7 +38,7 @@ from seam_lightning.models.loading import export_pretrained, load_policy, load_r
 from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
 from seam_lightning.modules.ppo import PPOModule
 from seam_lightning.rl.generation import SamplingSettings, sample_responses
-from seam_lightning.seeding import mix_seed
+
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 INSTRUCTIONS = ["What does `json.dumps` do?", EOS_PROMPT, "Return the sum of the values; the quick brown fox"]
@@ -294,15 +295,13 @@ def _greedy_loop(model, prompt: list[int], max_new_tokens: int, eos: int) -> lis
     return out
 
 
-def _gumbel_loop(model, prompt: list[int], max_new_tokens: int, eos: int, seed: int, temperature: float) -> list[int]:
-    """argmax(logits / T + g), g ~ Gumbel(0, 1) drawn from a generator seeded with mix_seed(seed, step)."""
+def _seeded_loop(model, prompt: list[int], max_new_tokens: int, eos: int, seed: int, temperature: float) -> list[int]:
+    """Inverse-CDF sampling over plain logits: the first token whose float64 CDF exceeds (seed, step)'s uniform."""
     seq, out = list(prompt), []
     for step in range(max_new_tokens):
         logits = _plain_logits(model, seq)[-1]
-        generator = torch.Generator().manual_seed(mix_seed(seed, step))
-        uniform = torch.rand(logits.shape[-1], generator=generator)
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
-        token = int((logits / temperature + gumbel).argmax())
+        cdf = torch.softmax(logits.double() / temperature, -1).cumsum(0)
+        token = int((cdf <= splitmix.uniform(seed, step)).sum())
         seq.append(token)
         out.append(token)
         if token == eos:
@@ -336,14 +335,14 @@ def check_greedy_generation(policy, tokenizer, chats):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @torch.inference_mode()
-def test_seeded_sampling_is_gumbel_max_over_plain_logits(policy, tokenizer, chats, temperature):
+def test_seeded_sampling_is_inverse_cdf_over_plain_logits(policy, tokenizer, chats, temperature):
     prompts, _ = chats
     eos = tokenizer.eos_token_id
     seeds = [11, 22, 33]
     ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
     out = sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=6, temperature=temperature), eos,
                            tokenizer.pad_token_id, greedy=False, seeds=seeds)
-    expected = [_gumbel_loop(policy, p, 6, eos, s, temperature) for p, s in zip(prompts, seeds)]
+    expected = [_seeded_loop(policy, p, 6, eos, s, temperature) for p, s in zip(prompts, seeds)]
     assert _responses(out) == expected
 
 

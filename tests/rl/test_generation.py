@@ -1,9 +1,18 @@
 import pytest
+import splitmix
 import torch
 
 from seam_lightning.data.collate import pad
 from seam_lightning.models.loading import load_policy, load_tokenizer
-from seam_lightning.rl.generation import Responses, SamplingSettings, sample_responses
+from seam_lightning.rl.generation import (
+    Responses,
+    SamplingSettings,
+    SeededSampling,
+    counter_uniform,
+    inverse_cdf,
+    sample_responses,
+)
+from seam_lightning.seeding import mix_seed
 
 EOS = 2
 PAD = EOS
@@ -209,20 +218,97 @@ def test_seeded_sampling_ignores_batch_composition_padding_and_global_rng(policy
     assert not torch.equal(other.sequences, together.sequences)  # it really samples
 
 
-def test_seeded_gumbel_sampling_draws_from_the_softmax():
-    from seam_lightning.rl.generation import SeededGumbelSampling
+def test_counter_uniform_is_the_reference_splitmix_word():
+    seeds = [0, 11, 2**62 + 5, mix_seed(3, 1, 7)]
+    for step in (0, 1, 17):
+        got = counter_uniform(torch.tensor(seeds), step)
+        assert got.dtype == torch.float64
+        assert got.tolist() == [splitmix.uniform(s, step) for s in seeds]
 
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
-    probs = torch.softmax(logits / 0.8, -1)[0]
-    counts = torch.zeros(4)
-    for seed in range(4000):
-        sampler = SeededGumbelSampling([seed], SamplingSettings(temperature=0.8))
-        counts[sampler(torch.zeros(1, 1, dtype=torch.long), logits).argmax()] += 1
-    assert torch.allclose(counts / 4000, probs, atol=0.025)
-    # Top-k removes the tail: with k=2 only the two best tokens are ever drawn.
-    drawn = {int(SeededGumbelSampling([s], SamplingSettings(top_k=2))(torch.zeros(1, 1, dtype=torch.long),
-                                                                       logits).argmax()) for s in range(300)}
-    assert drawn == {0, 1}
+
+def test_counter_uniforms_are_uniform():
+    # Kolmogorov-Smirnov on 20,000 (seed, step) pairs: the largest CDF gap stays under the 0.1% critical value.
+    u = torch.cat([counter_uniform(torch.arange(2000), step) for step in range(10)]).sort().values
+    n = len(u)
+    grid = torch.arange(1, n + 1, dtype=torch.float64) / n
+    assert (grid - u).abs().max().item() < 1.95 / n**0.5
+    assert 0.0 <= u.min().item() and u.max().item() < 1.0
+
+
+@pytest.mark.parametrize("block", [256, 2, 3])
+def test_inverse_cdf_by_hand(block):
+    probs = torch.tensor([[0.5, 0.25, 0.0, 0.25]]).expand(7, 4)
+    u = torch.tensor([0.0, 0.49, 0.5, 0.74, 0.75, 0.99, 1.0 - 2**-53], dtype=torch.float64)
+    # [0, .5) -> 0, [.5, .75) -> 1, token 2 has an empty interval, [.75, 1) -> 3.
+    assert inverse_cdf(probs, u, block).tolist() == [0, 0, 1, 1, 3, 3, 3]
+    # Unnormalised weights: u scales by their total.
+    assert inverse_cdf(torch.tensor([[2.0, 1.0, 1.0]]).expand(3, 3),
+                       torch.tensor([0.49, 0.5, 0.76], dtype=torch.float64), block).tolist() == [0, 1, 2]
+
+
+def test_inverse_cdf_equals_a_full_float64_search_and_skips_zero_weights():
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.rand(4, 1000, generator=generator) ** 8  # many tiny weights
+    weights[:, ::7] = 0.0  # filtered tokens, also at block edges
+    weights[1, 256:768] = 0.0  # whole empty blocks
+    u = torch.rand(4, 2000, generator=generator, dtype=torch.float64)
+    cdf = weights.double().cumsum(-1)
+    for row in range(4):
+        uniforms = u[row]
+        got = inverse_cdf(weights[row].expand(len(uniforms), -1), uniforms)
+        expected = torch.searchsorted(cdf[row], uniforms * cdf[row, -1], right=True)
+        assert torch.equal(got, expected)
+        assert (weights[row, got] > 0).all()
+
+
+def _draws(settings, logits, seeds, step=0):
+    sampler = SeededSampling(seeds, settings)
+    sampler.step = step
+    scores = sampler(torch.zeros(len(seeds), 1, dtype=torch.long), logits.expand(len(seeds), -1))
+    assert torch.isinf(scores).sum(-1).tolist() == [logits.shape[-1] - 1] * len(seeds)  # greedy emits the draw
+    return scores.argmax(-1)
+
+
+def _chi_square(counts, probs):
+    expected = probs * counts.sum()
+    return ((counts - expected) ** 2 / expected).sum().item()
+
+
+def test_seeded_sampling_draws_from_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    probs = torch.softmax(logits.double() / 0.8, -1)[0]
+    draws = torch.cat([_draws(SamplingSettings(temperature=0.8), logits, list(range(s, s + 1000)), step)
+                       for s, step in ((0, 0), (1000, 1), (5000, 7), (9000, 2))])
+    counts = torch.bincount(draws, minlength=5).double()
+    assert _chi_square(counts, probs) < 18.5  # chi-square, 4 degrees of freedom, p = 0.001
+    # Top-k draws from the renormalised top tokens only.
+    draws = _draws(SamplingSettings(top_k=2), logits, list(range(4000)))
+    counts = torch.bincount(draws, minlength=5).double()
+    assert counts[2:].sum() == 0
+    assert _chi_square(counts[:2], torch.softmax(logits[0, :2].double(), -1)) < 10.8  # 1 degree of freedom
+
+
+def test_seeded_sampling_is_the_inverse_cdf_at_the_reference_uniform():
+    logits = torch.randn(1, 300, generator=torch.Generator().manual_seed(0)) * 3
+    seeds = [3, 1, 4, 1, 5, 9, 2, 6]
+    probs = torch.softmax(logits.double() / 0.7, -1)[0]
+    cdf = probs.cumsum(0)
+    for step in (0, 5):
+        expected = [int((cdf <= splitmix.uniform(s, step)).sum()) for s in seeds]
+        assert _draws(SamplingSettings(temperature=0.7), logits, seeds, step).tolist() == expected
+
+
+def test_a_rows_draw_does_not_depend_on_its_batch():
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(1))
+    seeds = [10, 20, 30, 40, 50, 60]
+    settings = SamplingSettings()
+    together = SeededSampling(seeds, settings)(torch.zeros(6, 1, dtype=torch.long), logits).argmax(-1)
+    for row in range(6):
+        alone = SeededSampling([seeds[row]], settings)(torch.zeros(1, 1, dtype=torch.long), logits[row:row + 1])
+        assert alone.argmax(-1).item() == together[row].item()
+    order = [5, 0, 3]
+    subset = SeededSampling([seeds[i] for i in order], settings)(torch.zeros(3, 1, dtype=torch.long), logits[order])
+    assert subset.argmax(-1).tolist() == together[order].tolist()
 
 
 def test_wrong_number_of_seeds_is_rejected(policy, tokenizer, prompts):
