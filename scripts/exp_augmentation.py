@@ -30,7 +30,7 @@ import shutil
 import time
 from pathlib import Path
 
-from experiments.common import (Judges, add_common_args, bar_plot, ci_text, contrast_source, ensure_gold_rm,
+from experiments.common import (experiment_parser, Judges, bar_plot, ci_text, contrast_source, ensure_gold_rm,
                                 markdown_table, resolve, rl_records, rm_accuracy, run_ppo, seam_scores,
                                 train_reward_model, write_json)
 from seam_lightning.seam.augment import contrast_augmentations
@@ -48,14 +48,13 @@ def selections(args: argparse.Namespace, records, source) -> dict[str, list[int]
     responses = [r.text["response"] for r in records]
     candidates = source.candidates(instructions, responses, args.candidates)
     examples = [SeamExample(r.id, i, g, list(c)) for r, i, g, c in zip(records, instructions, responses, candidates)]
-    scores = seam_scores(args.sft, args.rm, examples)
+    scores = seam_scores(args, args.sft, args.rm, examples)
     random_ids = sorted(random.Random(args.seed).sample(ids, selection_size(len(ids), args.fraction)))
     return {"original": [], "seam": largest_seam(scores, args.fraction), "random": random_ids, "full": ids}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.2, help="share of D_rl augmented in seam/random")
     parser.add_argument("--per-prompt", type=int, default=5, help="augmentations per selected prompt (paper: 5)")
     parser.add_argument("--rm-steps", type=int, default=None, help="RM training steps, every condition (30; quick 4)")
@@ -83,7 +82,7 @@ def main() -> None:
             write_jsonl_atomic(folder / "sft.jsonl", new.sft)  # not used: π_SFT is not retrained
         rm_module = train_reward_model(args, args.sft, args.rm_steps, args.seed, folder / "rm",
                                        preference_limit=args.pref_limit, augmented=augmented)
-        q_rm = rm_accuracy(rm_module.model, rm_module.tokenizer, args.pref_val)
+        q_rm = rm_accuracy(args, rm_module.model, rm_module.tokenizer, args.pref_val)
         del rm_module
         gc.collect()
         module = run_ppo(args, str(folder / "rm"), args.seed)

@@ -2,6 +2,7 @@
 
     python scripts/exp_data_selection.py            # default size (~10 min on 2 CPU cores after the gold RM)
     python scripts/exp_data_selection.py --quick    # 16 prompts, 2 PPO steps, 1 seed: a few minutes
+    python scripts/exp_data_selection.py --config scripts/experiments/configs/paper.yaml   # real hardware
 
 Three conditions, each run with every seed (PPOModule seed and data-order seed) and the
 same number of PPO steps of the same batch size:
@@ -14,7 +15,8 @@ SEAM is scored once (π_SFT and the training RM; SEAM_Contrast candidates) and r
 demo://rl_val prompts greedily; Q_PM is the gold RM's mean reward (95% CI over prompts and
 seeds pooled), next to the training RM's reward of the same answers (PPOModule's val/reward),
 and Δ, the per-prompt difference to ``full`` (paired, averaged over seeds) with its CI.
-Writes ``<out>/data_selection.json`` and ``<out>/data_selection.png``.
+Writes ``<out>/data_selection.json``, ``.md`` (the table) and ``.png``; each finished PPO run is
+appended to ``<out>/data_selection.cells.jsonl`` first, so a rerun after a crash resumes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import gc
 import time
 from pathlib import Path
 
-from experiments.common import (Judges, add_common_args, bar_plot, ci_text, contrast_source, ensure_gold_rm,
+from experiments.common import (Cells, cell_key, experiment_parser, Judges, bar_plot, ci_text, contrast_source, ensure_gold_rm,
                                 markdown_table, mean_ci, resolve, run_ppo, write_json)
-from seam_lightning import SeamCallback
+from seam_lightning import SeamCallback, files
 
 CONDITIONS = ("full", "seam", "random")
 
@@ -47,8 +49,7 @@ def paired_delta(runs: list[dict], baseline: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.2, help="share of D_rl pruned (paper: 0.2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1, quick 0)")
     args = parser.parse_args()
@@ -59,21 +60,27 @@ def main() -> None:
     judges, source = Judges(args), contrast_source(args)
     sft = judges.evaluate_path(args.sft)
 
-    runs = []
+    def ppo_cell(condition: str, seed: int) -> dict:
+        t0 = time.monotonic()
+        callback = None if condition == "full" else prune_callback(args, condition, source, seed)
+        module = run_ppo(args, args.rm, seed, [callback] if callback else None)
+        result = judges.evaluate(module.policy)
+        result.update(condition=condition, seed=seed, seconds=time.monotonic() - t0,
+                      pruned=len(callback.pruned_ids) if callback else 0,
+                      scoring=callback.last_scoring if callback else None)
+        del module, callback
+        gc.collect()
+        return result
+
+    # Each finished PPO run is saved at once: a killed grid resumes with the runs it lacks.
+    cells, runs = Cells(Path(args.out) / "data_selection.cells.jsonl"), []
     for condition in CONDITIONS:
         for seed in args.seeds:
-            t0 = time.monotonic()
-            callback = None if condition == "full" else prune_callback(args, condition, source, seed)
-            module = run_ppo(args, args.rm, seed, [callback] if callback else None)
-            result = judges.evaluate(module.policy)
-            result.update(condition=condition, seed=seed, seconds=time.monotonic() - t0,
-                          pruned=len(callback.pruned_ids) if callback else 0,
-                          scoring=callback.last_scoring if callback else None)
+            key = cell_key(args, "data_selection", condition=condition, seed=seed, fraction=args.fraction)
+            result = cells.run(key, lambda: ppo_cell(condition, seed))
             runs.append(result)
             print(f"[{condition} seed {seed}] Q_PM {ci_text(result['q_pm'])}; RM reward "
                   f"{result['rm_reward']['mean']:.3f}; pruned {result['pruned']}; {result['seconds']:.0f} s", flush=True)
-            del module, callback
-            gc.collect()
 
     rows = []
     for condition in CONDITIONS:
@@ -98,8 +105,10 @@ def main() -> None:
     table = [["π_SFT (no PPO)", "-", ci_text(sft["q_pm"]), "-", "-", f"{sft['rm_reward']['mean']:.3f}"]]
     table += [[r["condition"], r["prompts_trained_on"], ci_text(r["q_pm"]), ci_text(r["delta_vs_full"]),
                " ".join(f"{q:.3f}" for q in r["per_seed_q_pm"]), f"{r['rm_reward']['mean']:.3f}"] for r in rows]
-    print(markdown_table(["condition", "RL prompts", "Q_PM gold reward [95% CI]", "Δ vs full [95% CI]",
-                          "Q_PM per seed", "training-RM reward"], table))
+    text = markdown_table(["condition", "RL prompts", "Q_PM gold reward [95% CI]", "Δ vs full [95% CI]",
+                           "Q_PM per seed", "training-RM reward"], table)
+    print(text)
+    files.write_text_atomic(Path(args.out) / "data_selection.md", text + "\n")
     bar_plot(Path(args.out) / "data_selection.png", [r["condition"] for r in rows], [r["q_pm"] for r in rows],
              f"Data selection (Fig. 6): {args.ppo_steps} PPO steps, seeds {args.seeds}, prune {args.fraction:.0%}",
              "Q_PM: gold-RM reward (95% CI)", reference=sft["q_pm"]["mean"], reference_label="π_SFT")

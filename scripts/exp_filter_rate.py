@@ -18,12 +18,11 @@ is the paired per-prompt difference to the 0% run. Writes ``<out>/filter_rate.js
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 from pathlib import Path
 
-from experiments.common import (Judges, add_common_args, ci_text, contrast_source, ensure_gold_rm, markdown_table,
+from experiments.common import (experiment_parser, Judges, ci_text, contrast_source, ensure_gold_rm, markdown_table,
                                 figure, mean_ci, resolve, run_ppo, save_figure, write_json)
 from seam_lightning import SeamCallback
 
@@ -60,8 +59,7 @@ def line_plot(path: Path, rows: list[dict], sft_mean: float, title: str) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--fractions", type=float, nargs="+", default=None,
                         help="pruned shares (default App. E.1's 0.1 0.2 0.3 0.4 0.6 0.8; quick 0.2 0.4); "
                              "the 0 reference run is always added")

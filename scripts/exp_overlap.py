@@ -15,14 +15,13 @@ Spearman rank correlation of the full score vectors. Writes ``<out>/overlap.json
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from experiments.common import (add_common_args, contrast_source, ensure_gold_rm, figure, markdown_table, resolve,
+from experiments.common import (experiment_parser, contrast_source, ensure_gold_rm, figure, markdown_table, resolve,
                                 rl_records, save_figure, seam_scores, write_json)
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam
@@ -42,8 +41,7 @@ def heatmap(path: Path, names: list[str], matrix: list[list[float]], title: str)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.2, help="size of the compared sets (paper: 0.2)")
     args = parser.parse_args()
     resolve(args)
@@ -60,7 +58,7 @@ def main() -> None:
     scores: dict[str, dict[int, float]] = {}
     for (pm_name, pm), (rm_name, rm) in itertools.product(pms.items(), rms.items()):
         t0 = time.monotonic()
-        scores[f"PM {pm_name} / RM {rm_name}"] = seam_scores(pm, rm, examples)
+        scores[f"PM {pm_name} / RM {rm_name}"] = seam_scores(args, pm, rm, examples)
         print(f"[PM {pm_name} / RM {rm_name}] scored {len(examples)} prompts in {time.monotonic() - t0:.0f} s",
               flush=True)
 

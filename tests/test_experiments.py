@@ -33,3 +33,32 @@ def test_experiment_runs_on_tiny_models(name, tiny_model_dir, tmp_path, monkeypa
     result = json.loads((tmp_path / f"{name}.json").read_text())
     assert result["settings"]["rl_prompts"] == 8 and result["gold_rm"]["pairs"] == 4
     assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+CONFIGS = sorted((SCRIPTS / "experiments" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("name", ["data_selection", "filter_rate", "overlap", "augmentation"])
+def test_shipped_experiment_config_parses(name, config, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [f"exp_{name}.py", "--config", str(config), "--print_config"])
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPTS / f"exp_{name}.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "rl_data:" in capsys.readouterr().out
+
+
+def test_a_rerun_reuses_every_finished_cell(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    tiny = str(tiny_model_dir)
+    argv = ["exp_data_selection.py", "--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--base", tiny,
+            "--gold-rm", tiny, *TINY_SIZES]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    runpy.run_path(str(SCRIPTS / "exp_data_selection.py"), run_name="__main__")
+    first = json.loads((tmp_path / "data_selection.json").read_text())
+    assert capsys.readouterr().out.count("saved result reused") == 0
+    runpy.run_path(str(SCRIPTS / "exp_data_selection.py"), run_name="__main__")
+    assert capsys.readouterr().out.count("saved result reused") == 3  # full, seam, random: nothing rerun
+    assert json.loads((tmp_path / "data_selection.json").read_text())["rows"] == first["rows"]
+    assert (tmp_path / "data_selection.md").read_text().startswith("| condition")

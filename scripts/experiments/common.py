@@ -34,20 +34,95 @@ from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_rewar
 from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
+from seam_lightning.jsonl import append_jsonl, read_jsonl  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
 
 MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS = 128, 96  # as in cli.yaml and the stage configs
 BF16 = cpu_has_native_bf16()
 
 
-def autocast():
-    """bf16 autocast on a CPU with native bf16; a no-op elsewhere (as the CLI's --bf16_on_cpu=auto)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16)
+def device(args: argparse.Namespace) -> torch.device:
+    """Where the evaluation and scoring models run: the first GPU when the accelerator asks for one."""
+    wants_gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu else "cpu")
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Flags every experiment takes: models, sizes, output folder, --quick."""
+def precision(args: argparse.Namespace) -> str:
+    """The Trainer precision: the one asked for, else bf16-mixed where bf16 is native, else 32-true."""
+    if args.precision:
+        return args.precision
+    return "bf16-mixed" if device(args).type == "cuda" or BF16 else "32-true"
+
+
+def autocast(args: argparse.Namespace | None = None):
+    """bf16 autocast on the run's device where bf16 is native (as ``precision``); a no-op elsewhere."""
+    where = device(args).type if args is not None else "cpu"
+    enabled = precision(args).startswith("bf16") if args is not None else BF16
+    return torch.autocast(where, dtype=torch.bfloat16, enabled=enabled)
+
+
+GRID_SETTINGS = ("rl_data", "rl_val_data", "preference_data", "preference_val_data", "corpus_data", "sft", "rm",
+                 "base", "gold_rm", "rl_prompts", "val_prompts", "ppo_steps", "new_tokens", "candidates", "pref_val",
+                 "corpus_limit", "lora_layers", "batch_size", "accelerator", "devices", "strategy", "precision")
+
+
+def cell_key(args: argparse.Namespace, experiment: str, **cell: Any) -> dict[str, Any]:
+    """What one cell's result depends on: the experiment, the run's shared settings and the cell's own."""
+    return {"experiment": experiment, **{k: getattr(args, k, None) for k in GRID_SETTINGS}, **cell}
+
+
+class Cells:
+    """The finished cells of a grid (one PPO run, one scoring, …), appended as each finishes.
+
+    ``run(key, compute)`` returns the saved result of ``key`` when a previous (killed or
+    finished) run of the same grid saved it, else computes, saves (one fsynced line) and
+    returns it; so a rerun resumes where the last one stopped. Keys are JSON-able settings.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.saved = {entry["key"]: entry["result"] for entry in
+                      read_jsonl(self.path, lambda e: e, what="experiment cells")[0]} if self.path.exists() else {}
+
+    def run(self, key: dict[str, Any], compute) -> Any:
+        name = json.dumps(key, sort_keys=True)
+        if name in self.saved:
+            print(f"[cells] {name}: saved result reused", flush=True)
+            return self.saved[name]
+        result = compute()
+        append_jsonl(self.path, [{"key": name, "result": result}])
+        self.saved[name] = result
+        return result
+
+
+def experiment_parser(doc: str) -> ArgumentParser:
+    """A parser with every common flag, reading YAML too: ``--config configs/demo.yaml`` (later flags win).
+
+    jsonargparse types and checks each value, and ``--print_config`` shows the settings a run
+    would use, so a config written for one machine runs unchanged on another.
+    """
+    parser = ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML of these settings (configs/demo.yaml, "
+                                                                  "configs/paper.yaml)")
+    add_common_args(parser)
+    return parser
+
+
+def add_common_args(parser: ArgumentParser) -> None:
+    """Flags every experiment takes: data, models, hardware, sizes, output folder, --quick."""
     p = parser.add_argument
     p("--out", default="results", help="folder for <name>.json, <name>.png and caches (default results/)")
+    p("--rl-data", default="demo://rl_train", help="D_rl (any DataSource path: JSONL, Parquet, CSV, datasets)")
+    p("--rl-val-data", default="demo://rl_val", help="held-out prompts for Q_PM")
+    p("--preference-data", default="demo://preference_train", help="D_r, for the RMs an experiment trains")
+    p("--preference-val-data", default="demo://preference_val", help="held-out pairs for Q_RM")
+    p("--corpus-data", default="demo://sft_train", help="the SEAM_Contrast corpus (instruction/response)")
+    p("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
+    p("--devices", default=1, type=int, help="devices per training run")
+    p("--strategy", default="auto", help="Lightning strategy (ddp for several devices)")
+    p("--precision", default=None, help="Lightning precision (default: bf16-mixed on a GPU or a CPU with native "
+                                        "bf16, else 32-true)")
     p("--quick", action="store_true", help="few prompts and steps: finishes in a few minutes")
     p("--sft", default="runs/sft/export", help="π_SFT, the policy PPO starts from (default job's SFT export)")
     p("--rm", default="runs/reward/export", help="the training reward model (default job's RM export)")
@@ -102,9 +177,9 @@ def top_layers(model: str, wanted: int) -> int:
     return min(wanted, AutoConfig.from_pretrained(resolve_model_path(model)).num_hidden_layers)
 
 
-def trainer(root: str | Path, callbacks: list | None = None, **kwargs: Any) -> Trainer:
-    """A quiet CPU Trainer in bf16 autocast (fp32 without native bf16), no logger, checkpoints or validation."""
-    return Trainer(accelerator="cpu", devices=1, precision="bf16-mixed" if BF16 else "32-true", logger=False, enable_checkpointing=False,
+def trainer(args: argparse.Namespace, root: str | Path, callbacks: list | None = None, **kwargs: Any) -> Trainer:
+    """A quiet Trainer on the run's hardware (see ``precision``): no logger, checkpoints or validation."""
+    return Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=precision(args), logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                    limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks or [], **kwargs)
 
@@ -114,7 +189,7 @@ def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: l
     """PPO from args.sft with ``reward_model`` for args.ppo_steps steps (cli.yaml's settings); the trained module."""
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
-                              rl=DataSource("demo://rl_train", limit=args.rl_prompts), rl_val=None,
+                              rl=DataSource(args.rl_data, limit=args.rl_prompts), rl_val=None,
                               batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                               max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed,
                               drop_last=True)  # every PPO step has batch_size prompts, in every condition
@@ -124,7 +199,7 @@ def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: l
                        learning_rate=2e-4, ppo_epochs=2, mini_batch_size=min(4, args.batch_size), kl_coef=0.05,
                        kl_target=None, reward_normalization="running", missing_eos_penalty=1.0,
                        max_ppo_steps=args.ppo_steps, evaluate_at_start=False, seed=seed)
-    trainer(root or Path(args.out) / "lightning", callbacks, max_epochs=-1).fit(module, datamodule=data)
+    trainer(args, root or Path(args.out) / "lightning", callbacks, max_epochs=-1).fit(module, datamodule=data)
     return module
 
 
@@ -133,10 +208,11 @@ class Judges:
 
     def __init__(self, args: argparse.Namespace):
         self.instructions = [r.text["instruction"] for r in
-                             load_records(DataSource("demo://rl_val", limit=args.val_prompts), ("instruction",))]
+                             load_records(DataSource(args.rl_val_data, limit=args.val_prompts), ("instruction",))]
         self.tokenizer = load_tokenizer(args.sft)
-        self.gold = load_reward_model(args.gold_rm).eval()
-        self.train_rm = load_reward_model(args.rm).eval()
+        self.args, self.device = args, device(args)
+        self.gold = load_reward_model(args.gold_rm).to(self.device).eval()
+        self.train_rm = load_reward_model(args.rm).to(self.device).eval()
         self.new_tokens = args.new_tokens
 
     def evaluate(self, policy: torch.nn.Module) -> dict[str, Any]:
@@ -144,7 +220,7 @@ class Judges:
 
         The training-RM number is what PPOModule logs as val/reward (greedy responses, the RM's score).
         """
-        with torch.inference_mode(), autocast():
+        with torch.inference_mode(), autocast(self.args):
             responses = generate_responses(policy, self.tokenizer, self.instructions, self.new_tokens, batch_size=12,
                                            max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
             limits = dict(max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
@@ -156,7 +232,7 @@ class Judges:
 
     def evaluate_path(self, path: str) -> dict[str, Any]:
         """`evaluate` of a saved policy (e.g. π_SFT, the reference row of every table)."""
-        return self.evaluate(load_policy(path).eval())
+        return self.evaluate(load_policy(path).to(self.device).eval())
 
 
 def train_reward_model(args: argparse.Namespace, model: str, steps: int, seed: int, export_dir: str | Path,
@@ -164,23 +240,23 @@ def train_reward_model(args: argparse.Namespace, model: str, steps: int, seed: i
     """A pairwise RM as in reward.yaml (LoRA top blocks, lr 5e-4, 10 warm-up steps) on demo D_r (+ augmented pairs)."""
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, rl=None, rl_val=None, preference_val=None,
-                          preference=DataSource("demo://preference_train", limit=preference_limit),
+                          preference=DataSource(args.preference_data, limit=preference_limit),
                           preference_augmented=DataSource(str(augmented)) if augmented else None,
                           batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                           max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed)
     module = RewardModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05),
                           learning_rate=5e-4, warmup_steps=min(10, steps), export_dir=str(export_dir))
-    trainer(Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
+    trainer(args, Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
     return module
 
 
-def rm_accuracy(model: torch.nn.Module, tokenizer, limit: int) -> float:
-    """Q_RM: preference accuracy on the first ``limit`` demo://preference_val pairs."""
+def rm_accuracy(args: argparse.Namespace, model: torch.nn.Module, tokenizer, limit: int) -> float:
+    """Q_RM: preference accuracy on the first ``limit`` held-out pairs (``--preference-val-data``)."""
     fields = ("instruction", "chosen", "rejected")
-    records = load_records(DataSource("demo://preference_val", limit=limit), fields)
+    records = load_records(DataSource(args.preference_val_data, limit=limit), fields)
     columns = [[r.text[f] for r in records] for f in fields]
-    with torch.inference_mode(), autocast():
-        return preference_accuracy(model.eval(), tokenizer, *columns, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+    with torch.inference_mode(), autocast(args):
+        return preference_accuracy(model.to(device(args)).eval(), tokenizer, *columns, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                                    max_response_tokens=MAX_RESPONSE_TOKENS, progress=False)
 
 
@@ -203,7 +279,7 @@ def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
     key = {"path": str(path.resolve()), "pref_val": args.pref_val, "mtime": path.stat().st_mtime}
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
-    info = {"key": key, "path": str(path), "accuracy": rm_accuracy(load_reward_model(str(path)), load_tokenizer(str(path)),
+    info = {"key": key, "path": str(path), "accuracy": rm_accuracy(args, load_reward_model(str(path)), load_tokenizer(str(path)),
                                                                  args.pref_val),
             "pairs": args.pref_val, "trained_seconds": trained_seconds}
     write_json(cache, info)
@@ -213,21 +289,23 @@ def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
 
 def contrast_source(args: argparse.Namespace) -> ContrastSource:
     """SEAM_Contrast over demo://sft_train as in cli.yaml (MiniLM encoder, band [0.8, 0.9])."""
-    return ContrastSource(corpus=DataSource("demo://sft_train", limit=args.corpus_limit), band=(0.8, 0.9))
+    return ContrastSource(corpus=DataSource(args.corpus_data, limit=args.corpus_limit), band=(0.8, 0.9))
 
 
 def rl_records(args: argparse.Namespace):
     """D_rl: the first args.rl_prompts demo://rl_train records (instruction, golden response)."""
-    return load_records(DataSource("demo://rl_train", limit=args.rl_prompts), ("instruction", "response"))
+    return load_records(DataSource(args.rl_data, limit=args.rl_prompts), ("instruction", "response"))
 
 
-def seam_scores(policy: str, reward_model: str, examples: list[SeamExample]) -> dict[int, float]:
+def seam_scores(args: argparse.Namespace, policy: str, reward_model: str, examples: list[SeamExample]
+                ) -> dict[int, float]:
     """SEAM per RL id under one (PM, RM) pair, in the precision SeamCallback scores in under `trainer()`."""
-    pm, rm = load_policy(policy).eval(), load_reward_model(reward_model).eval()
+    where = device(args)
+    pm, rm = load_policy(policy).to(where).eval(), load_reward_model(reward_model).to(where).eval()
     scorer = SeamScorer(pm, rm, load_tokenizer(policy), reward_tokenizer=load_tokenizer(reward_model),
                         max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
                         progress=False)
-    with torch.inference_mode(), autocast():
+    with torch.inference_mode(), autocast(args):
         return {r.id: r.seam for r in scorer.score(examples, total=len(examples))}
 
 
