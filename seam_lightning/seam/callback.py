@@ -12,6 +12,11 @@ baseline), ``"random"`` draws the fraction at random. In ``prune`` mode the
 selection leaves the RL loader; in ``augment`` mode it gets contrast-instruction
 examples in the SFT and preference sets (paper §8).
 
+D_rl comes from the Trainer's DataModule: ``RLHFDataModule``, or any DataModule with
+``rl_records()`` and ``set_active_rl_ids()``, or one holding a ``PromptFilter`` (see
+:mod:`seam_lightning.seam.rl_data`). Under ``Trainer.predict`` the callback scores once at
+the start (what ``seam-lightning score`` runs).
+
 Under DDP each rank scores its share of D_rl (records rank, rank + world, …), the
 results are gathered, and every rank takes the same decision from the same
 numbers (checked). Each scored chunk is appended to a progress file first, so a
