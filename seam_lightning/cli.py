@@ -131,16 +131,23 @@ def main(args: list[str] | None = None) -> None:
     with one line naming the file, record and field, and exit status 2; ``--debug`` (or
     ``SEAM_LIGHTNING_DEBUG=1``) shows the traceback instead.
     """
-    args = list(sys.argv[1:] if args is None else args)
-    debug = "--debug" in args or os.environ.get("SEAM_LIGHTNING_DEBUG", "") not in ("", "0")
-    args = [a for a in args if a != "--debug"]
+    from_command_line = args is None
+    given = list(sys.argv[1:] if from_command_line else args)
+    args = [a for a in given if a != "--debug"]
+    if len(args) < len(given):
+        # Through the environment, so the ranks Lightning launches (which inherit it) debug too.
+        os.environ["SEAM_LIGHTNING_DEBUG"] = "1"
+    if from_command_line:
+        # LightningCLI reads sys.argv itself (given args too, it warns), and DDP relaunches with it.
+        sys.argv[1:] = args
+    debug = os.environ.get("SEAM_LIGHTNING_DEBUG", "") not in ("", "0")
     try:
         if args[:1] == ["score"]:
             from seam_lightning.score_cli import main as score_main
 
             score_main(args[1:])
         else:
-            build_cli(args)
+            build_cli(None if from_command_line else args)
     except USER_ERRORS as e:
         if debug:
             raise
