@@ -18,10 +18,10 @@ the k policy samples, what OpenRLHF's dynamic filtering and verl's filter_groups
 perplexity and the golden response's perplexity under π_SFT) and SEAM's parts as ablations.
 
 Cost. The RM backbone is configurable (--rm-backbone); the demo default is SmolLM2-135M cut to its
-first 8 of 30 blocks (LoRA on its top 2 + the scalar head), fp32 (this CPU has no native bf16). The PM
+first 8 of 30 blocks (LoRA on its top 4 + the scalar head, lr 1e-3, 80 steps of 8 pairs), fp32 (this CPU has no native bf16). The PM
 side (candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs.
 Every finished cell is appended to <out>/blind_spot/cells.jsonl (rewritten atomically), so a killed run
-resumes where it stopped. Writes <out>/blind_spot.json, blind_spot.md and blind_spot.png.
+resumes where it stopped, and a rerun with more --rhos/--seeds adds cells (other settings: another --out). Writes <out>/blind_spot.json, blind_spot.md and blind_spot.png.
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--sft", default="runs/sft/export", help="π_SFT; the bundled model when this folder is missing")
     a("--base", default=DEFAULT_MODEL, help="the model the RM backbone is cut from")
     a("--rm-backbone", default="first:8", help="'first:N' (the first N blocks of --base) or a model name/folder")
-    a("--rm-steps", type=int, default=None, help="RM training steps (default 150, quick 2)")
-    a("--rm-lr", type=float, default=5e-4, help="RM learning rate (reward.yaml: 5e-4)")
-    a("--lora-layers", type=int, default=2, help="LoRA on the top N blocks of the RM backbone")
+    a("--rm-steps", type=int, default=None, help="RM training steps (default 80, quick 2)")
+    a("--rm-lr", type=float, default=1e-3, help="RM learning rate (reward.yaml: 5e-4)")
+    a("--lora-layers", type=int, default=4, help="LoRA on the top N blocks of the RM backbone")
     a("--batch-size", type=int, default=8, help="preference pairs per RM step")
     a("--max-instruction-tokens", type=int, default=48)
     a("--max-response-tokens", type=int, default=64)
@@ -94,15 +94,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rl-prompts", type=int, default=None, help="D_rl: first N demo://rl_train prompts (default 160, quick 8)")
     a("--pref-val", type=int, default=None, help="demo://preference_val pairs for the plant check (default 200)")
     a("--pref-limit", type=int, default=None, help="use only the first N demo://preference_train pairs")
-    a("--candidates", type=int, default=None, help="contrast candidates per prompt (default 6, quick 2)")
+    a("--candidates", type=int, default=None, help="contrast candidates per prompt (default 5, quick 2)")
     a("--corpus-limit", type=int, default=None, help="first N demo://sft_train rows as contrast corpus")
     a("--samples", type=int, default=None, help="k policy samples per prompt (default 4, quick 2)")
-    a("--new-tokens", type=int, default=None, help="max new tokens per policy sample (default 48, quick 4)")
+    a("--new-tokens", type=int, default=None, help="max new tokens per policy sample (default 32, quick 4)")
     a("--resamples", type=int, default=1000, help="bootstrap resamples")
     a("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
-    full = dict(rm_steps=150, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=200, candidates=6,
-                samples=4, new_tokens=48)
+    full = dict(rm_steps=80, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=200, candidates=5,
+                samples=4, new_tokens=32)
     quick = dict(rm_steps=2, rhos=[1.0, 0.5], seeds=[0], rl_prompts=8, pref_val=8, candidates=2, samples=2,
                  new_tokens=4)
     for key, value in (quick if args.quick else full).items():
@@ -368,6 +368,13 @@ def main(argv: list[str] | None = None) -> dict:
     root = out / "blind_spot"
     root.mkdir(parents=True, exist_ok=True)
     cells = Cells(root / "cells.jsonl")
+    # A cells file belongs to one configuration: resuming with other settings would mix results.
+    fingerprint = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items())
+                                         if k not in ("out", "threads", "rhos", "seeds", "quick")}))
+    if cells.get("settings") and cells.get("settings")["settings"] != fingerprint:
+        raise SystemExit(f"{root / 'cells.jsonl'} holds results of other settings: pass another --out")
+    if not cells.get("settings"):
+        cells.put("settings", {"settings": fingerprint})
     policy_name = args.sft if Path(args.sft).exists() else DEFAULT_MODEL
     print(f"[blind spot] π_SFT = {policy_name}" + ("" if policy_name == args.sft else f" ({args.sft} not found)"))
     in_b = blind_spot_modules(args.share, args.partition_seed)
