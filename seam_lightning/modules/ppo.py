@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
+from seam_lightning.models.frozen_blocks import FrozenBlocks, frozen_blocks
 from seam_lightning.models.loading import (
     Attention,
     DType,
@@ -74,6 +75,9 @@ class Rollout:
     Per-token tensors are [B, R] over the response tokens (``mask`` marks the real
     ones); ``raw_scores`` are the rewards as given, ``scores`` after the EOS penalty,
     normalisation and clipping; ``sequence_kl`` is Σ_t log π/π_ref per response.
+    ``policy_prefix`` / ``value_prefix`` [B, T, H] are the input states of the policy's /
+    value model's lowest trained block (None where nothing is reused), which every update
+    pass starts from instead of running the frozen blocks below it again.
     """
 
     responses: Responses
@@ -86,6 +90,8 @@ class Rollout:
     returns: Tensor
     sequence_kl: Tensor
     generation_time: float
+    policy_prefix: Tensor | None = None
+    value_prefix: Tensor | None = None
 
     @property
     def mask(self) -> Tensor:
@@ -116,6 +122,11 @@ class PPOModule(LightningModule):
         gradient_checkpointing: recompute the policy's and the value model's block activations in
             the backward pass. The models then run in train mode with every dropout set to 0
             (checkpointing is active in train mode only), which keeps π/π_old exactly 1 at the start.
+        reuse_frozen_blocks: with LoRA on the top blocks (``LoRASettings.layers``), run the frozen
+            blocks below them once per rollout — for the policy and π_ref, the value model and the
+            reward model sharing its backbone, and every update pass — and start the other passes
+            from their output (see `seam_lightning.models.frozen_blocks`). Bitwise the same numbers;
+            costs one [B, T, hidden] tensor per model for the step. Checked per model when it loads.
         sampling: response sampling (max new tokens, temperature, top-k, top-p).
         learning_rate: policy AdamW learning rate (paper: 1.4e-5).
         value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
@@ -165,6 +176,7 @@ class PPOModule(LightningModule):
         dtype: DType = "float32",
         attn_implementation: Attention = "sdpa",
         gradient_checkpointing: bool = False,
+        reuse_frozen_blocks: bool = True,
         sampling: SamplingSettings = SamplingSettings(),
         learning_rate: float = 1.4e-5,
         value_learning_rate: float | None = None,
@@ -231,6 +243,9 @@ class PPOModule(LightningModule):
         self.reference_policy: nn.Module | None = None
         self.reward_model: nn.Module | None = None
         self.value_model: nn.Module | None = None
+        # The frozen bottom blocks of the policy and of the value model, when they are reused.
+        self._frozen_policy_blocks: FrozenBlocks | None = None
+        self._frozen_value_blocks: FrozenBlocks | None = None
 
         self.sampling = sampling
         self.export_dir = export_dir
@@ -255,6 +270,9 @@ class PPOModule(LightningModule):
         if self.hparams.gradient_checkpointing:
             disable_dropout(self.policy)
             disable_dropout(self.value_model)
+        if self.hparams.reuse_frozen_blocks:
+            self._frozen_policy_blocks = frozen_blocks(self.policy)
+            self._frozen_value_blocks = frozen_blocks(self.value_model)
 
     @contextmanager
     def reference(self) -> Iterator[nn.Module]:
@@ -348,19 +366,24 @@ class PPOModule(LightningModule):
         responses = self._sample(batch, greedy=False, seeds=seeds)
         generation_time = time.perf_counter() - started
 
-        logprobs, ref_logprobs, values = [], [], []
+        logprobs, ref_logprobs, values, policy_prefix, value_prefix = [], [], [], [], []
         for rows in _row_chunks(len(batch["ids"]), hp.mini_batch_size):
             seq, attn, tokens = responses.sequences[rows], responses.attention_mask[rows], responses.tokens[rows]
-            logprobs.append(self._logprobs(self.policy, seq, attn, tokens, responses.start))
-            with self.reference() as reference:
-                ref_logprobs.append(self._logprobs(reference, seq, attn, tokens, responses.start))
-            values.append(response_values(self.value_model, seq, attn, responses.start))
+            policy, reference, prefix = self._policy_and_reference_logprobs(seq, attn, tokens, responses.start)
+            logprobs.append(policy)
+            ref_logprobs.append(reference)
+            policy_prefix += prefix
+            with _capturing(self._frozen_value_blocks) as captured:
+                values.append(response_values(self.value_model, seq, attn, responses.start))
+            value_prefix += captured
         logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
+        policy_prefix = torch.cat(policy_prefix) if policy_prefix else None
+        value_prefix = torch.cat(value_prefix) if value_prefix else None
 
         mask = responses.response_mask
         _stop_on_non_finite(batch["ids"], "log-prob under the policy", logprobs, mask, self._all_sum)
         _stop_on_non_finite(batch["ids"], "log-prob under the reference policy", ref_logprobs, mask, self._all_sum)
-        raw_scores = self._scores(batch, responses)
+        raw_scores = self._scores(batch, responses, value_prefix)
         _stop_on_non_finite(batch["ids"], "reward", raw_scores, None, self._all_sum)
         scores = self._shape_scores(raw_scores, responses.ended)
         kl = kl_penalty(logprobs, ref_logprobs, hp.kl_estimator)
@@ -373,6 +396,7 @@ class PPOModule(LightningModule):
             rewards=rewards, advantages=advantages, returns=returns, generation_time=generation_time,
             # Sequence KL (k1 summed over tokens) is what the adaptive controller targets.
             sequence_kl=masked_sum(logprobs - ref_logprobs, mask, dim=-1),
+            policy_prefix=policy_prefix, value_prefix=value_prefix,
         )
 
     def update(self, rollout: Rollout) -> dict[str, Tensor]:
@@ -396,11 +420,13 @@ class PPOModule(LightningModule):
         for i in range(per_epoch):
             rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
             seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
-            logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
+            with _replaying(self._frozen_policy_blocks, rollout.policy_prefix, rows):
+                logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
             logprobs = logprobs_of(logits, responses.tokens[rows])
             pg_loss, clip_fraction, approx_kl = policy_loss(
                 logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
-            values = response_values(self.value_model, seq, attn, responses.start)
+            with _replaying(self._frozen_value_blocks, rollout.value_prefix, rows):
+                values = response_values(self.value_model, seq, attn, responses.start)
             vf_loss, vf_clip_fraction = value_loss(
                 values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
             # One backward for both models (DDP reduces every trainable weight in each
@@ -454,11 +480,32 @@ class PPOModule(LightningModule):
     def _logprobs(self, model: nn.Module, seq: Tensor, attn: Tensor, tokens: Tensor, start: int) -> Tensor:
         return logprobs_of(response_logits(model, seq, attn, start) / self.sampling.temperature, tokens)
 
-    def _scores(self, batch: dict[str, Any], responses: Responses) -> Tensor:
-        """R(I∘r) per response: the reward model's, or the programmatic reward's."""
+    def _policy_and_reference_logprobs(self, seq: Tensor, attn: Tensor, tokens: Tensor,
+                                       start: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Log-probs under π and π_ref, and the policy's frozen-block output (in a list; empty if not reused).
+
+        With LoRA π_ref is the policy with its adapters off, so it starts from the frozen
+        blocks' output the policy's forward recorded.
+        """
+        frozen = self._frozen_policy_blocks
+        with _capturing(frozen) as prefix:
+            logprobs = self._logprobs(self.policy, seq, attn, tokens, start)
+        with self.reference() as reference, _replaying(frozen if reference is self.policy else None,
+                                                       prefix[0] if prefix else None):
+            ref_logprobs = self._logprobs(reference, seq, attn, tokens, start)
+        return logprobs, ref_logprobs, prefix
+
+    def _scores(self, batch: dict[str, Any], responses: Responses, value_prefix: Tensor | None = None) -> Tensor:
+        """R(I∘r) per response: the reward model's, or the programmatic reward's.
+
+        ``value_prefix``: the value model's frozen-block output for these sequences, which a
+        reward model sharing the value model's backbone starts from.
+        """
         if self.reward_fn is None:
             with self.reward() as reward_model:
-                return sequence_rewards(reward_model, responses.sequences, responses.attention_mask)
+                shared = self._frozen_value_blocks if reward_model is self.value_model else None
+                with _replaying(shared, value_prefix):
+                    return sequence_rewards(reward_model, responses.sequences, responses.attention_mask)
         texts = self.tokenizer.batch_decode(
             [tokens[mask.bool()] for tokens, mask in zip(responses.tokens, responses.response_mask)],
             skip_special_tokens=True)
@@ -491,10 +538,8 @@ class PPOModule(LightningModule):
         # Sampled evaluation draws each prompt's response from a fixed stream of its own.
         seeds = None if greedy else [mix_seed(self.hparams.seed, -1, int(i)) for i in batch["ids"]]
         responses = self._sample(batch, greedy=greedy, seeds=seeds)
-        tokens, start = responses.tokens, responses.start
-        logprobs = self._logprobs(self.policy, responses.sequences, responses.attention_mask, tokens, start)
-        with self.reference() as reference:
-            ref_logprobs = self._logprobs(reference, responses.sequences, responses.attention_mask, tokens, start)
+        logprobs, ref_logprobs, _ = self._policy_and_reference_logprobs(
+            responses.sequences, responses.attention_mask, responses.tokens, responses.start)
         return {
             "reward": self._scores(batch, responses).float(),
             "kl": masked_sum(logprobs - ref_logprobs, responses.response_mask, dim=-1),
@@ -641,6 +686,23 @@ def _stop_on_non_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None
     bad = [int(ids[i]) for i in torch.nonzero(bad_rows).flatten().tolist()]
     where = f"RL example id(s) {bad}" if bad else "example(s) on another rank"
     raise FloatingPointError(f"PPO: non-finite {what} for {where}; stopping before it reaches an update")
+
+
+@contextmanager
+def _capturing(frozen: FrozenBlocks | None) -> Iterator[list[Tensor]]:
+    """Record the frozen blocks' output of the forwards inside the block (nothing without frozen blocks)."""
+    if frozen is None:
+        yield []
+        return
+    with frozen.capture() as captured:
+        yield captured
+
+
+def _replaying(frozen: FrozenBlocks | None, prefix: Tensor | None, rows: Tensor | None = None) -> AbstractContextManager:
+    """Start the forwards inside the block from ``prefix`` (its ``rows``) instead of running the frozen blocks."""
+    if frozen is None or prefix is None:
+        return nullcontext()
+    return frozen.replay(prefix if rows is None else prefix[rows])
 
 
 def _row_chunks(n: int, size: int) -> Iterator[slice]:

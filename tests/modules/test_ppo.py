@@ -116,6 +116,31 @@ def test_resumed_run_equals_uninterrupted_run(tiny_model_dir, rl_file, tmp_path)
     assert optimizer_state and all(s["step"].item() == 4 * 2 * 2 for s in optimizer_state.values())
 
 
+def test_reusing_frozen_blocks_changes_no_number(tiny_model_dir, rl_file, tmp_path):
+    # LoRA on the top block of 2: block 0 runs once per rollout for π and π_ref, for the value
+    # model and the RM sharing its backbone, and for every update pass.
+    top = LoRASettings(r=4, dropout=0.0, layers=[-1])
+
+    def run(reuse):
+        seed_everything(0)
+        module = PPOModule(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), lora=top, value_lora=top,
+                           reuse_frozen_blocks=reuse, sampling=SamplingSettings(max_new_tokens=6), learning_rate=1e-2,
+                           ppo_epochs=2, mini_batch_size=2, max_ppo_steps=3, evaluate_at_start=False)
+        history = History()
+        _trainer(tmp_path / str(reuse), [history], enable_checkpointing=False, limit_val_batches=0).fit(
+            module, datamodule=_datamodule(rl_file, 4, val=False))
+        return module, history
+
+    (reused, reused_history), (plain, plain_history) = run(True), run(False)
+    assert reused._frozen_policy_blocks.index == reused._frozen_value_blocks.index == 1
+    assert plain._frozen_policy_blocks is None and plain._frozen_value_blocks is None
+    assert len(reused_history.steps) == 3
+    assert reused_history.steps == plain_history.steps  # every metric, exactly
+    for (name, got), expected in zip(reused.named_parameters(), plain.parameters()):
+        assert torch.equal(got, expected), name
+    assert reused_history.steps[-1]["train/kl"] != 0  # the policy moved away from π_ref
+
+
 def test_reference_is_the_starting_policy_with_lora(tiny_model_dir, rl_file, tmp_path):
     seed_everything(0)
     module = _resumable_module(tiny_model_dir, max_ppo_steps=2)
