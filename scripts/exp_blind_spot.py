@@ -339,7 +339,7 @@ def plot(path: Path, result: dict) -> None:
     import matplotlib.pyplot as plt
     rhos = sorted({c["rho"] for c in result["cells"]}, reverse=True)
     names = list(SIGNALS)
-    fig, axes = plt.subplots(1, len(rhos), figsize=(4.5 * len(rhos), 5), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(rhos), figsize=(3.5 + 4 * len(rhos), 5), sharey=True, squeeze=False)
     for ax, rho in zip(axes[0], rhos):
         cells = [c for c in result["cells"] if c["rho"] == rho]
         for s, cell in enumerate(cells):
@@ -350,12 +350,12 @@ def plot(path: Path, result: dict) -> None:
                         fmt="o", capsize=3, label=f"seed {cell['seed']}")
         ax.axvline(0.5, color="gray", linestyle="--")
         ax.set_title(f"ρ = {rho}", fontsize=10)
-        ax.set_xlabel("AUROC for 'prompt in B' (95% bootstrap)")
+        ax.set_xlabel("AUROC, prompt in B (95% bootstrap)", fontsize=9)
         ax.set_xlim(0, 1)
     axes[0][0].set_yticks(np.arange(len(names)) + 0.17)
     axes[0][0].set_yticklabels([SIGNALS[n][0] for n in names], fontsize=7)
     axes[0][0].invert_yaxis()
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
