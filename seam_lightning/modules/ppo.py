@@ -698,7 +698,8 @@ def _capturing(frozen: FrozenBlocks | None) -> Iterator[list[Tensor]]:
         yield captured
 
 
-def _replaying(frozen: FrozenBlocks | None, prefix: Tensor | None, rows: Tensor | None = None) -> AbstractContextManager:
+def _replaying(frozen: FrozenBlocks | None, prefix: Tensor | None,
+               rows: Tensor | None = None) -> AbstractContextManager:
     """Start the forwards inside the block from ``prefix`` (its ``rows``) instead of running the frozen blocks."""
     if frozen is None or prefix is None:
         return nullcontext()
