@@ -161,8 +161,7 @@ def _summary_line(summary: dict[str, object], out: Path) -> str:
 
 def build_parser() -> ArgumentParser:
     """The command's parser: every argument of :func:`score`, from flags or ``--config`` files."""
-    parser = ArgumentParser(prog="seam-lightning score", description=__doc__.split("\n\n")[0],
-                            default_config_files=[], exit_on_error=True)
+    parser = ArgumentParser(prog="seam-lightning score", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these arguments")
     parser.add_function_arguments(score, as_group=False)
     return parser

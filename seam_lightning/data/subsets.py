@@ -53,7 +53,7 @@ def write_subsets(source: DataSource, total: int, parts: dict[str | Path, Collec
     if suffix in JSONL_SUFFIXES:
         _write_jsonl_subsets(path, total, wanted)
     elif suffix in CSV_DELIMITERS:
-        _write_csv_subsets(source, path, CSV_DELIMITERS[suffix], total, wanted)
+        _write_csv_subsets(path, CSV_DELIMITERS[suffix], total, wanted)
     elif suffix in PARQUET_SUFFIXES:
         _write_parquet_subsets(path, wanted)
     else:
@@ -87,8 +87,7 @@ def _write_jsonl_subsets(path: str, total: int, wanted: dict[Path, set[int]]) ->
             tmp.write_bytes(b"".join(chunk))
 
 
-def _write_csv_subsets(source: DataSource, path: str, delimiter: str, total: int,
-                       wanted: dict[Path, set[int]]) -> None:
+def _write_csv_subsets(path: str, delimiter: str, total: int, wanted: dict[Path, set[int]]) -> None:
     rows = [row for _, row in itertools.islice(iter_csv(path, delimiter, None), total)]
     header = _csv_columns(path, delimiter)
     for out, positions in wanted.items():
