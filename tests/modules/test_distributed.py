@@ -46,8 +46,12 @@ def test_two_ranks_follow_the_single_process_trajectory(stage, trajectories):
             assert a[metric] == pytest.approx(b[metric], rel=1e-4, abs=1e-5), (metric, two["steps"], one["steps"])
     w2, w1 = _weights(trajectories / "two" / name), _weights(trajectories / "one" / name)
     assert w2.keys() == w1.keys() and w1
+    # Two ranks reduce gradients in another order than one process; Adam divides by sqrt(v), so
+    # where a gradient entry is near zero that rounding moves the update by a visible share of
+    # lr = 1e-2 (1.9e-5 seen on an AVX-512 CPU). 1e-4 is 1% of one step: a wrong gradient moves
+    # weights by whole steps.
     for key in w1:
-        torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-4, atol=1e-4)
     # The run changed the weights at all (the comparison is not between two untouched models).
     assert any(not torch.allclose(w1[n], torch.zeros_like(w1[n])) for n in w1 if "lora_B" in n)
 
