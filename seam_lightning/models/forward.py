@@ -168,9 +168,19 @@ def response_token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask:
     hidden = hidden_states(model, input_ids, attention_mask)
     targets = labels[:, 1:]
     rows, cols = (targets != -100).nonzero(as_tuple=True)
-    logits = output_logits(model, hidden[rows, cols]).float()
-    logprobs = logits.log_softmax(-1).gather(-1, targets[rows, cols].unsqueeze(-1)).squeeze(-1)
-    return logprobs, rows
+    return head_logprobs(model, hidden[rows, cols], targets[rows, cols]), rows
+
+
+def head_logprobs(model: nn.Module, hidden: Tensor, tokens: Tensor, rows_per_chunk: int = 512) -> Tensor:
+    """log p(token | state) [K] from final hidden states [K, H]: the output head, a few hundred rows at a time.
+
+    Each chunk's logits are reduced to the K log-probs before the next chunk runs, so no
+    [K, V] tensor is held: at a 49k vocabulary the fp32 log-softmax of one token is 200 KB,
+    and for thousands of response tokens these tensors set the peak memory of scoring.
+    """
+    parts = [logprobs_of(output_logits(model, hidden[start:start + rows_per_chunk]), tokens[start:start + rows_per_chunk])
+             for start in range(0, hidden.shape[0], rows_per_chunk)]
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def response_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,8 +200,11 @@ def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
 
 
 def logprobs_of(logits: Tensor, tokens: Tensor) -> Tensor:
-    """log softmax(logits)[token] per position: [B, T, V] and [B, T] → [B, T]."""
-    return logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log softmax(logits)[token] per position, in fp32: [..., V] and [...] → [...].
+
+    ``dtype=float32`` makes the cast of bf16 logits part of the softmax kernel instead of a copy.
+    """
+    return torch.log_softmax(logits, -1, dtype=torch.float32).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def response_values(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:

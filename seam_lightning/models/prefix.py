@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from seam_lightning.models.forward import output_logits, position_ids_from_mask, readable_tokens, reward_token_index, score_head, transformer_body, unwrap
+from seam_lightning.models.forward import head_logprobs, position_ids_from_mask, readable_tokens, reward_token_index, score_head, transformer_body, unwrap
 
 
 def supports_prefix_sharing(model: nn.Module) -> bool:
@@ -95,13 +95,11 @@ def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Ten
     continuation's state t − 1; the output head runs on those positions only.
     """
     hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
-    first = output_logits(model, prompts.last_hidden.index_select(0, rows)).float().log_softmax(-1)
-    sums = first.gather(-1, input_ids[:, :1]).squeeze(-1) * attention_mask[:, 0]
+    first = head_logprobs(model, prompts.last_hidden.index_select(0, rows), input_ids[:, 0])
+    sums = first * attention_mask[:, 0]
     r, t = attention_mask[:, 1:].nonzero(as_tuple=True)
     if len(r):
-        logits = output_logits(model, hidden[r, t]).float()
-        token_logprobs = logits.log_softmax(-1).gather(-1, input_ids[r, t + 1].unsqueeze(-1)).squeeze(-1)
-        sums = sums.index_add(0, r, token_logprobs)
+        sums = sums.index_add(0, r, head_logprobs(model, hidden[r, t], input_ids[r, t + 1]))
     return sums
 
 
