@@ -20,12 +20,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
 from seam_lightning.models.frozen_blocks import FrozenBlocks, frozen_blocks
+from seam_lightning.models.mixed_precision import autocast_dtype, frozen_linear_weights_in
 from seam_lightning.models.loading import (
     Attention,
     DType,
@@ -127,6 +129,11 @@ class PPOModule(LightningModule):
             reward model sharing its backbone, and every update pass — and start the other passes
             from their output (see `seam_lightning.models.frozen_blocks`). Bitwise the same numbers;
             costs one [B, T, hidden] tensor per model for the step. Checked per model when it loads.
+        cast_frozen_weights_once: under mixed precision (bf16-mixed, 16-mixed), hold the frozen
+            fp32 linear weights of every model as compute-dtype copies for each PPO step and each
+            validation batch, instead of letting autocast cast them again at every forward (it
+            caches casts of trainable weights only): in generation that is once per token. The
+            same numbers; costs a half-size copy of those weights during the step. Not under FSDP.
         sampling: response sampling (max new tokens, temperature, top-k, top-p).
         learning_rate: policy AdamW learning rate (paper: 1.4e-5).
         value_learning_rate: value AdamW learning rate (default: ``learning_rate``).
@@ -177,6 +184,7 @@ class PPOModule(LightningModule):
         attn_implementation: Attention = "sdpa",
         gradient_checkpointing: bool = False,
         reuse_frozen_blocks: bool = True,
+        cast_frozen_weights_once: bool = True,
         sampling: SamplingSettings = SamplingSettings(),
         learning_rate: float = 1.4e-5,
         value_learning_rate: float | None = None,
@@ -311,6 +319,14 @@ class PPOModule(LightningModule):
 
     # -- one PPO step -----------------------------------------------------------------------
 
+    def _frozen_weights_in_compute_dtype(self):
+        """`frozen_linear_weights_in` autocast's dtype for every model, when ``cast_frozen_weights_once`` applies."""
+        dtype = autocast_dtype(self.device)
+        if not self.hparams.cast_frozen_weights_once or isinstance(self.trainer.strategy, FSDPStrategy):
+            dtype = None  # FSDP owns its parameters' storage: swapping them would be undone at the next unshard
+        models = [m for m in (self.policy, self.reference_policy, self.value_model, self.reward_model) if m is not None]
+        return frozen_linear_weights_in(dtype, *models)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # resumed: continue the random stream where it stopped
             restore_rng_state(self._rng_to_restore)
@@ -319,12 +335,13 @@ class PPOModule(LightningModule):
         self.policy.eval()
         self.value_model.eval()
 
-        started = time.perf_counter()
-        rollout = self.rollout(batch)
-        rollout_time = time.perf_counter() - started
-        started = time.perf_counter()
-        update_stats = self.update(rollout)
-        update_time = time.perf_counter() - started
+        with self._frozen_weights_in_compute_dtype():
+            started = time.perf_counter()
+            rollout = self.rollout(batch)
+            rollout_time = time.perf_counter() - started
+            started = time.perf_counter()
+            update_stats = self.update(rollout)
+            update_time = time.perf_counter() - started
 
         kl_coef = self.kl_controller.value  # the β this step's rewards used
         all_kl = self._gather_rows(rollout.sequence_kl)  # every rank's, so β moves the same everywhere
@@ -552,7 +569,8 @@ class PPOModule(LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.policy.eval()
-        result = self.evaluate_batch(batch)
+        with self._frozen_weights_in_compute_dtype():
+            result = self.evaluate_batch(batch)
         self.val_reward.update(result["reward"])
         self.val_kl.update(result["kl"])
         self.val_length.update(result["length"])
@@ -572,7 +590,7 @@ class PPOModule(LightningModule):
         self.policy.eval()
         rewards = []
         # Outside a training step, so enter the Trainer's precision context (e.g. bf16 autocast) ourselves.
-        with self.trainer.precision_plugin.forward_context():
+        with self.trainer.precision_plugin.forward_context(), self._frozen_weights_in_compute_dtype():
             for batch in loader:
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
                 rewards.append(self.evaluate_batch(batch)["reward"])

@@ -360,3 +360,43 @@ def test_gradient_checkpointing_gives_the_same_ppo_trajectory(tiny_model_dir, rl
     for plain, checkpointed in zip(runs[False], runs[True]):
         for key in ("train/reward", "train/kl", "train/policy_loss", "train/value_loss", "train/approx_kl"):
             assert checkpointed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+
+
+def test_casting_frozen_weights_once_per_step_changes_no_number(tiny_model_dir, rl_file, tmp_path, monkeypatch):
+    # bf16-mixed: autocast computes every linear layer in bf16; holding the frozen weights in bf16
+    # for the step instead of casting them at each forward must give the same run, bit for bit.
+    import contextlib
+
+    import seam_lightning.modules.ppo as ppo
+
+    swapped, original = [], ppo.frozen_linear_weights_in
+
+    @contextlib.contextmanager
+    def recording(dtype, *models):
+        with original(dtype, *models) as n:
+            swapped.append(n)
+            yield n
+
+    monkeypatch.setattr(ppo, "frozen_linear_weights_in", recording)
+    top = LoRASettings(r=4, dropout=0.0, layers=[-1])
+
+    def run(cast_once):
+        seed_everything(0)
+        module = PPOModule(policy=str(tiny_model_dir), reward_model=str(tiny_model_dir), lora=top, value_lora=top,
+                           cast_frozen_weights_once=cast_once, sampling=SamplingSettings(max_new_tokens=6),
+                           learning_rate=1e-2, ppo_epochs=2, mini_batch_size=2, max_ppo_steps=2,
+                           evaluate_at_start=False)
+        history = History()
+        _trainer(tmp_path / str(cast_once), [history], precision="bf16-mixed", enable_checkpointing=False,
+                 limit_val_batches=0).fit(module, datamodule=_datamodule(rl_file, 4, val=False))
+        return module, history
+
+    (once, once_history), (per_call, per_call_history) = run(True), run(False)
+    # Each step swapped the frozen projections of both backbones (2 blocks × 7 each) and the RM's own
+    # score head (kept frozen beside the value model's trained copy); with the option off, none.
+    assert swapped == [29, 29, 0, 0]
+    assert len(once_history.steps) == 2 and once_history.steps == per_call_history.steps
+    for (name, got), expected in zip(once.named_parameters(), per_call.parameters()):
+        assert torch.equal(got, expected), name
+        assert got.dtype == torch.float32, name  # the fp32 weights are back after each step
+    assert once_history.steps[-1]["train/kl"] != 0
