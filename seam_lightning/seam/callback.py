@@ -40,7 +40,6 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics import MeanMetric
 
 from seam_lightning.data.formatting import PromptFormatter, prompt_format
 from seam_lightning.data.records import Record
@@ -51,6 +50,7 @@ from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
 from seam_lightning.seam.perplexity import golden_perplexities
 from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, run_fingerprint
+from seam_lightning.seam.report import summary_numbers
 from seam_lightning.seam.rl_data import rl_data_of
 from seam_lightning.seam.scorer import SeamResult, SeamScorer
 from seam_lightning.seam.scores_file import write_scores
@@ -502,23 +502,16 @@ class SeamCallback(Callback):
         }
         if not results:
             return metrics
-        seam = torch.tensor([r.seam for r in results], dtype=torch.float64)
-        misjudged, loglik = MeanMetric(), MeanMetric()
-        for r in results:
-            if r.candidate_rewards:
-                rewards = torch.tensor(r.candidate_rewards)
-                misjudged.update((rewards > r.golden_reward).float())
-                loglik.update(torch.tensor(r.candidate_logprob_sums) / torch.tensor(r.candidate_lengths))
-        empty = not any(r.candidate_rewards for r in results)
+        numbers = summary_numbers(results, selected)  # the same numbers as the report's and `score`'s
         metrics.update({
-            "seam/mean": seam.mean().item(),
-            "seam/q50": seam.quantile(0.5).item(),
-            "seam/q90": seam.quantile(0.9).item(),
-            "seam/max": seam.max().item(),
-            "seam/misjudgement_rate": float("nan") if empty else misjudged.compute().item(),
-            "seam/candidate_token_loglik": float("nan") if empty else loglik.compute().item(),
-            "seam/prompts_without_candidates": float(sum(not r.candidate_rewards for r in results)),
-            "seam/selected_share": len(selected) / max(len(results), 1),
+            "seam/mean": numbers["seam_mean"],
+            "seam/q50": numbers["seam_median"],
+            "seam/q90": numbers["seam_q90"],
+            "seam/max": numbers["seam_max"],
+            "seam/misjudgement_rate": numbers["misjudgement_rate"],
+            "seam/candidate_token_loglik": numbers["candidate_token_loglik"],
+            "seam/prompts_without_candidates": float(numbers["without_candidates"]),
+            "seam/selected_share": len(selected) / len(results),
         })
         return metrics
 

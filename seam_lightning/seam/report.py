@@ -31,18 +31,28 @@ def candidate_terms(result: SeamResult) -> list[float]:
 
 
 def summary_numbers(results: list[SeamResult], selected: set[int]) -> dict[str, float]:
-    """The scoring in a few numbers (the report's and the command's summary line)."""
+    """The scoring in a few numbers: the report's, the command's summary line and SeamCallback's seam/* metrics.
+
+    Quantiles interpolate linearly between order statistics (``torch.quantile``'s default).
+    The misjudgement rate and the candidates' mean token log-likelihood are over all
+    candidates of all prompts; both are NaN when no prompt has a candidate.
+    """
     seam = sorted(r.seam for r in results)
-    candidates = [(reward, r.golden_reward) for r in results for reward in r.candidate_rewards]
+    candidates = [(reward, r.golden_reward, lp / n if n else math.nan)
+                  for r in results
+                  for reward, lp, n in zip(r.candidate_rewards, r.candidate_logprob_sums, r.candidate_lengths)]
     return {
         "prompts": len(results),
         "selected": len(selected),
-        "seam_mean": sum(seam) / len(seam) if seam else math.nan,
+        "seam_mean": math.fsum(seam) / len(seam) if seam else math.nan,
         "seam_median": _quantile(seam, 0.5),
         "seam_q90": _quantile(seam, 0.9),
         "seam_max": seam[-1] if seam else math.nan,
         "candidates": len(candidates),
-        "misjudgement_rate": (sum(c > g for c, g in candidates) / len(candidates)) if candidates else math.nan,
+        "misjudgement_rate": (sum(c > g for c, g, _ in candidates) / len(candidates)) if candidates else math.nan,
+        "candidate_token_loglik": (math.fsum(t for _, _, t in candidates) / len(candidates)) if candidates
+        else math.nan,
+        "without_candidates": sum(not r.candidate_rewards for r in results),
         "without_candidates_share": (sum(not r.candidate_rewards for r in results) / len(results)
                                      if results else math.nan),
     }
