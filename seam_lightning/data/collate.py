@@ -7,24 +7,12 @@ depend on the side (see :mod:`seam_lightning.models.forward`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
-
-
-def pad(sequences: list[list[int]], pad_id: int, side: Literal["left", "right"]) -> tuple[Tensor, Tensor]:
-    """Pad token lists to one length: returns ``(input_ids, attention_mask)``, both [B, T] long."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return ids, mask
+from seam_lightning.models.padding import IGNORE_INDEX, pad  # noqa: F401  (also imported from here)
 
 
 def collate_sft(examples: list[dict[str, Any]], pad_id: int) -> dict[str, Tensor]:

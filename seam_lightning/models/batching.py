@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from seam_lightning.data.collate import IGNORE_INDEX, pad
+from seam_lightning.models.padding import IGNORE_INDEX, pad
 from seam_lightning.models.prefix import PromptStates, concat_prompt_states, encode_prompts
 
 
