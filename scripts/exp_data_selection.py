@@ -12,9 +12,10 @@ same number of PPO steps of the same batch size:
   random  SeamCallback(selection="random", seed=seed) drops the same number at random.
 SEAM is scored once (π_SFT and the training RM; SEAM_Contrast candidates) and reused from
 ``<out>/seam_progress`` by every later run. After training, the policy answers held-out
-demo://rl_val prompts greedily; Q_PM is the gold RM's mean reward (95% CI over prompts and
-seeds pooled), next to the training RM's reward of the same answers (PPOModule's val/reward),
-and Δ, the per-prompt difference to ``full`` (paired, averaged over seeds) with its CI.
+demo://rl_val prompts greedily; Q_PM is the gold RM's mean reward, or with ``--q-pm-judge llm``
+an LLM judge's Prompt 1 rating (95% CI over prompts and seeds pooled), next to the training
+RM's reward of the same answers (PPOModule's val/reward), and Δ, the per-prompt difference
+to ``full`` (paired, averaged over seeds) with its CI.
 Writes ``<out>/data_selection.json``, ``.md`` (the table) and ``.png``; each finished PPO run is
 appended to ``<out>/data_selection.cells.jsonl`` first, so a rerun after a crash resumes.
 """
@@ -26,9 +27,10 @@ import gc
 import time
 from pathlib import Path
 
-from experiments.common import (Cells, cell_key, experiment_parser, Judges, bar_plot, ci_text, contrast_source, ensure_gold_rm,
-                                markdown_table, mean_ci, resolve, run_ppo, write_json)
-from seam_lightning import SeamCallback, files
+from experiments.common import (Cells, cell_key, experiment_parser, Judges, bar_plot, ci_text, contrast_source,
+                                mean_ci, paired_differences, q_pm_judge, q_pm_label, q_pm_text, rated, resolve,
+                                run_ppo, write_json, write_table)
+from seam_lightning import SeamCallback
 
 CONDITIONS = ("full", "seam", "random")
 
@@ -42,10 +44,9 @@ def prune_callback(args: argparse.Namespace, selection: str, source, seed: int) 
 
 
 def paired_delta(runs: list[dict], baseline: list[dict]) -> dict:
-    """Mean over seeds of per-prompt gold-reward differences to the baseline's run of the same seed, with CI."""
-    by_seed = {r["seed"]: r["gold_per_prompt"] for r in baseline}
-    diffs = [a - b for r in runs for a, b in zip(r["gold_per_prompt"], by_seed[r["seed"]])]
-    return mean_ci(diffs).to_dict()
+    """Mean over seeds of per-prompt Q_PM differences to the baseline's run of the same seed, with CI."""
+    by_seed = {r["seed"]: r["q_pm_per_prompt"] for r in baseline}
+    return mean_ci([d for r in runs for d in paired_differences(r["q_pm_per_prompt"], by_seed[r["seed"]])]).to_dict()
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     args.seeds = args.seeds or ([0] if args.quick else [0, 1])
     resolve(args)
     started = time.monotonic()
-    gold = ensure_gold_rm(args)
+    judge_info = q_pm_judge(args)
     judges, source = Judges(args), contrast_source(args)
     sft = judges.evaluate_path(args.sft)
 
@@ -87,7 +88,7 @@ def main() -> None:
         mine = [r for r in runs if r["condition"] == condition]
         rows.append({
             "condition": condition,
-            "q_pm": mean_ci([g for r in mine for g in r["gold_per_prompt"]]).to_dict(),
+            "q_pm": mean_ci([g for r in mine for g in rated(r["q_pm_per_prompt"])]).to_dict(),
             "rm_reward": mean_ci([g for r in mine for g in r["rm_per_prompt"]]).to_dict(),
             "per_seed_q_pm": [r["q_pm"]["mean"] for r in mine],
             "delta_vs_full": paired_delta(mine, [r for r in runs if r["condition"] == "full"]),
@@ -96,23 +97,21 @@ def main() -> None:
     seconds = time.monotonic() - started
     settings = {k: v for k, v in vars(args).items()}
     write_json(Path(args.out) / "data_selection.json",
-               {"settings": settings, "gold_rm": gold, "sft": sft, "rows": rows, "runs": runs, "seconds": seconds})
+               {"settings": settings, "q_pm_judge": judge_info, "sft": sft, "rows": rows, "runs": runs,
+                "seconds": seconds})
 
     print(f"\nSettings: D_rl {args.rl_prompts} demo prompts, prune fraction {args.fraction}, {args.ppo_steps} PPO steps "
           f"of {args.batch_size} prompts, {args.new_tokens} new tokens, seeds {args.seeds}, {args.candidates} "
-          f"candidates, Q_PM on {args.val_prompts} held-out prompts by gold RM {args.gold_rm} "
-          f"(held-out accuracy {gold['accuracy']:.3f} on {gold['pairs']} pairs); total {seconds:.0f} s")
+          f"candidates, {q_pm_text(args, judge_info)}; total {seconds:.0f} s")
     table = [["π_SFT (no PPO)", "-", ci_text(sft["q_pm"]), "-", "-", f"{sft['rm_reward']['mean']:.3f}"]]
     table += [[r["condition"], r["prompts_trained_on"], ci_text(r["q_pm"]), ci_text(r["delta_vs_full"]),
                " ".join(f"{q:.3f}" for q in r["per_seed_q_pm"]), f"{r['rm_reward']['mean']:.3f}"] for r in rows]
-    text = markdown_table(["condition", "RL prompts", "Q_PM gold reward [95% CI]", "Δ vs full [95% CI]",
-                           "Q_PM per seed", "training-RM reward"], table)
-    print(text)
-    files.write_text_atomic(Path(args.out) / "data_selection.md", text + "\n")
+    write_table(Path(args.out) / "data_selection.md", ["condition", "RL prompts", f"{q_pm_label(args)} [95% CI]",
+                "Δ vs full [95% CI]", "Q_PM per seed", "training-RM reward"], table)
     bar_plot(Path(args.out) / "data_selection.png", [r["condition"] for r in rows], [r["q_pm"] for r in rows],
              f"Data selection (Fig. 6): {args.ppo_steps} PPO steps, seeds {args.seeds}, prune {args.fraction:.0%}",
-             "Q_PM: gold-RM reward (95% CI)", reference=sft["q_pm"]["mean"], reference_label="π_SFT")
-    print(f"wrote {Path(args.out) / 'data_selection.json'} and {Path(args.out) / 'data_selection.png'}")
+             f"{q_pm_label(args)} (95% CI)", reference=sft["q_pm"]["mean"], reference_label="π_SFT")
+    print(f"wrote {Path(args.out) / 'data_selection.json'}, .md and .png")
 
 
 if __name__ == "__main__":

@@ -9,20 +9,23 @@ of PM ∈ {π_SFT (--sft), the base model without SFT (--base)} and RM ∈ {the 
 seamlessness" set of the paper is the ``--fraction`` of prompts with the *largest* SEAM
 (the set SeamCallback would prune). For every two model pairs A, B the table gives the
 overlap |S_A ∩ S_B| / |S_A| of those sets (chance level: the fraction itself) and the
-Spearman rank correlation of the full score vectors. Writes ``<out>/overlap.json`` and
-``<out>/overlap.png`` (a heatmap of the overlaps).
+Spearman rank correlation of the full score vectors. Each model pair's scores are appended to
+``<out>/overlap.cells.jsonl`` as soon as they are done, so a rerun after a crash scores only
+the pairs it lacks. Writes ``<out>/overlap.json``, ``.md`` (the table) and ``.png`` (a heatmap
+of the overlaps).
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import time
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from experiments.common import (experiment_parser, contrast_source, ensure_gold_rm, figure, markdown_table, resolve,
-                                rl_records, save_figure, seam_scores, write_json)
+from experiments.common import (Cells, cell_key, experiment_parser, contrast_source, ensure_gold_rm, figure, resolve,
+                                rl_records, save_figure, seam_scores, write_json, write_table)
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam
 
@@ -40,6 +43,13 @@ def heatmap(path: Path, names: list[str], matrix: list[list[float]], title: str)
     save_figure(fig, ax, path, title)
 
 
+def score_cell(args: argparse.Namespace, pm: str, rm: str, examples: list[SeamExample]) -> dict:
+    """SEAM of every example under one (PM, RM) pair, as [id, score] pairs (JSON keeps no int keys)."""
+    t0 = time.monotonic()
+    scores = seam_scores(args, pm, rm, examples)
+    return {"scores": sorted(scores.items()), "seconds": time.monotonic() - t0}
+
+
 def main() -> None:
     parser = experiment_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.2, help="size of the compared sets (paper: 0.2)")
@@ -55,12 +65,12 @@ def main() -> None:
 
     pms = {"SFT": args.sft, "base": args.base}
     rms = {"RM": args.rm, "gold": args.gold_rm}
-    scores: dict[str, dict[int, float]] = {}
+    cells, scores = Cells(Path(args.out) / "overlap.cells.jsonl"), {}
     for (pm_name, pm), (rm_name, rm) in itertools.product(pms.items(), rms.items()):
-        t0 = time.monotonic()
-        scores[f"PM {pm_name} / RM {rm_name}"] = seam_scores(args, pm, rm, examples)
-        print(f"[PM {pm_name} / RM {rm_name}] scored {len(examples)} prompts in {time.monotonic() - t0:.0f} s",
-              flush=True)
+        key = cell_key(args, "overlap", pm=pm_name, pm_path=pm, rm=rm_name, rm_path=rm)
+        scored = cells.run(key, lambda: score_cell(args, pm, rm, examples))
+        scores[f"PM {pm_name} / RM {rm_name}"] = {int(i): seam for i, seam in scored["scores"]}
+        print(f"[PM {pm_name} / RM {rm_name}] scored {len(examples)} prompts in {scored['seconds']:.0f} s", flush=True)
 
     names = list(scores)
     ids = sorted(scores[names[0]])
@@ -85,11 +95,12 @@ def main() -> None:
           f"{args.candidates} SEAM_Contrast candidates, sets = top {args.fraction:.0%} by SEAM ({size} prompts); "
           f"gold RM held-out accuracy {gold['accuracy']:.3f}; total {seconds:.0f} s")
     print("prompts with SEAM > 0: " + ", ".join(f"{name}: {n}" for name, n in positive.items()))
-    print(markdown_table(["model pair A", "model pair B", "shared", "overlap |A∩B|/|A|", "chance", "Spearman ρ"],
-                         [[p["a"], p["b"], p["shared"], p["overlap"], args.fraction, p["spearman"]] for p in pairs]))
+    write_table(Path(args.out) / "overlap.md",
+                ["model pair A", "model pair B", "shared", "overlap |A∩B|/|A|", "chance", "Spearman ρ"],
+                [[p["a"], p["b"], p["shared"], p["overlap"], args.fraction, p["spearman"]] for p in pairs])
     heatmap(Path(args.out) / "overlap.png", names, matrix,
             f"Overlap of top-{args.fraction:.0%} SEAM sets (App. E.2), {len(records)} prompts; chance {args.fraction}")
-    print(f"wrote {Path(args.out) / 'overlap.json'} and {Path(args.out) / 'overlap.png'}")
+    print(f"wrote {Path(args.out) / 'overlap.json'}, .md and .png")
 
 
 if __name__ == "__main__":

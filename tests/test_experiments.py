@@ -2,63 +2,227 @@
 
 The tiny model stands in for π_SFT, the training RM, the base model and the gold RM;
 sizes are cut to a handful of prompts, one PPO step and a 40-row contrast corpus. The
-numbers mean nothing; the tests check that every script runs, prints its table and
-writes its JSON and PNG.
+numbers mean nothing; the tests check that every script runs, prints its table, writes
+its JSON, markdown table and PNG, and that a rerun resumes from the saved cells instead
+of computing anything again. Q_PM by the LLM judge runs against the tests' own
+OpenAI-compatible server.
 """
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from openai_server import MODEL, FakeOpenAI
+from seam_lightning.eval.judge import PAPER_JUDGE_PROMPT, render_judge_prompt
+from seam_lightning.eval.stats import mean_ci
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+DRIVERS = ["data_selection", "filter_rate", "overlap", "augmentation", "saturation", "sanity"]
 TINY_SIZES = ["--quick", "--rl-prompts", "8", "--batch-size", "4", "--val-prompts", "2", "--ppo-steps", "1",
               "--new-tokens", "4", "--candidates", "2", "--pref-val", "4", "--corpus-limit", "40", "--lora-layers", "2"]
-EXTRA = {"augmentation": ["--rm-steps", "1", "--pref-limit", "8"]}
+LADDERS = ["--pm-examples", "0", "4", "--rm-pairs", "0", "4"]
+EXTRA = {"augmentation": ["--rm-steps", "1", "--pref-limit", "8"], "saturation": LADDERS,
+         "sanity": [*LADDERS, "--seeds", "0", "1"]}
+CELLS = {"data_selection": 3,  # full, seam, random
+         "filter_rate": 3,  # 0 (reference), 20, 40%
+         "overlap": 4,  # (SFT, base) x (RM, gold)
+         "augmentation": 5,  # the selections, then original, seam, random, full
+         "saturation": 8,  # 2 PMs, 2 RMs, 2 x 2 PPO runs
+         "sanity": 8}  # 2 seeds x (2 PMs + 2 RMs)
+FROM_CELLS = {"data_selection": ["rows", "runs"], "filter_rate": ["rows"], "overlap": ["pairs", "overlap_matrix"],
+              "augmentation": ["selected", "rows"], "saturation": ["pms", "rms", "grid"],
+              "sanity": ["pms", "rms", "rows"]}
+"""The parts of each result built from cells: a rerun must reproduce them exactly. (Other parts may be
+recomputed: the tiny model loaded as a reward model gets a new random head each time.)"""
+MODELS = {"saturation": ["pm-4-seed0", "rm-0-seed0", "rm-4-seed0"],  # k = 0 is the base model itself: not exported
+          "sanity": ["pm-4-seed0", "pm-4-seed1", "rm-0-seed0", "rm-0-seed1", "rm-4-seed0", "rm-4-seed1"]}
+FIGURES = {"saturation": ["saturation.png", "saturation_heatmap.png"]}
+LLM_JUDGED = {"saturation"}  # Q_PM by the LLM judge there; by the gold RM elsewhere
+PROMPT_1 = re.compile(r"\[Question\] (.*) \[The Start of Assistant's Answer\] (.*)"
+                      r"\n\n\[The End of Assistant's Answer\]\Z", re.DOTALL)
 
 
-@pytest.mark.parametrize("name", ["data_selection", "filter_rate", "overlap", "augmentation"])
-def test_experiment_runs_on_tiny_models(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    tiny = str(tiny_model_dir)
-    argv = [f"exp_{name}.py", "--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--base", tiny,
-            "--gold-rm", tiny, *TINY_SIZES, *EXTRA.get(name, [])]
-    monkeypatch.setattr(sys, "argv", argv)
+def judged(prompt: str) -> tuple[str, str]:
+    """(question, answer) inside a rendered Prompt 1."""
+    question, answer = PROMPT_1.search(prompt).groups()
+    return question, answer
+
+
+def rating_of(answer: str) -> int:
+    """The fake judge's rating: a function of the answer alone, so a test can recompute it."""
+    return len(answer) % 11
+
+
+def rating_reply(request: dict) -> str:
+    """A judge's reply in Prompt 1's format: a short explanation, then [[rating]]."""
+    _, answer = judged(request["messages"][-1]["content"])
+    return f"The answer is short. Rating: [[{rating_of(answer)}]]"
+
+
+def run_driver(name: str, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [f"exp_{name}.py", *argv])
     monkeypatch.syspath_prepend(str(SCRIPTS))
     runpy.run_path(str(SCRIPTS / f"exp_{name}.py"), run_name="__main__")
 
-    out = capsys.readouterr().out
-    assert "| " in out and "Settings:" in out  # the markdown table and the settings line
-    result = json.loads((tmp_path / f"{name}.json").read_text())
-    assert result["settings"]["rl_prompts"] == 8 and result["gold_rm"]["pairs"] == 4
-    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
-
-CONFIGS = sorted((SCRIPTS / "experiments" / "configs").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-@pytest.mark.parametrize("name", ["data_selection", "filter_rate", "overlap", "augmentation"])
-def test_shipped_experiment_config_parses(name, config, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [f"exp_{name}.py", "--config", str(config), "--print_config"])
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPTS / f"exp_{name}.py"), run_name="__main__")
-    assert exit_info.value.code == 0
-    assert "rl_data:" in capsys.readouterr().out
-
-
-def test_a_rerun_reuses_every_finished_cell(tiny_model_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name", DRIVERS)
+def test_experiment_runs_and_resumes_on_tiny_models(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
     tiny = str(tiny_model_dir)
-    argv = ["exp_data_selection.py", "--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--base", tiny,
-            "--gold-rm", tiny, *TINY_SIZES]
-    monkeypatch.setattr(sys, "argv", argv)
+    argv = ["--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--base", tiny, "--gold-rm", tiny, *TINY_SIZES,
+            *EXTRA.get(name, [])]
+    with FakeOpenAI(reply=rating_reply) as server:
+        if name in LLM_JUDGED:
+            argv += ["--q-pm-judge", "llm", "--judge-endpoint", server.url, "--judge-model", MODEL,
+                     "--judge-cache", str(tmp_path / "judge.jsonl")]
+        run_driver(name, argv, monkeypatch)
+        out = capsys.readouterr().out
+        first = json.loads((tmp_path / f"{name}.json").read_text())
+        asked = len(server.requests)
+        run_driver(name, argv, monkeypatch)  # a rerun: every cell is saved
+        again = capsys.readouterr().out
+        assert len(server.requests) == asked  # nothing judged again
+
+    assert "| " in out and "Settings:" in out  # the markdown table and the settings line
+    assert out.count("saved result reused") == 0 and again.count("saved result reused") == CELLS[name]
+    assert len((tmp_path / f"{name}.cells.jsonl").read_text().splitlines()) == CELLS[name]
+    rerun = json.loads((tmp_path / f"{name}.json").read_text())
+    same = json.dumps([rerun[k] for k in FROM_CELLS[name]]) == json.dumps([first[k] for k in FROM_CELLS[name]])
+    assert same  # compared as text: NaN (a Spearman ρ of constant scores) equals itself there
+    table = (tmp_path / f"{name}.md").read_text()
+    assert table.startswith("| ") and table.strip() in again  # the printed table, written as markdown
+    assert first["settings"]["rl_prompts"] == 8
+    if name in LLM_JUDGED:
+        assert first["q_pm_judge"]["judge"] == "llm" and asked > 0
+        assert all(judged(p)[0] for p in server.prompts)  # every request was a rendered Prompt 1
+    else:
+        assert (first.get("q_pm_judge") or first["gold_rm"])["pairs"] == 4  # the gold RM's held-out accuracy
+    if name in MODELS:  # each ladder model trained once, named by rung and seed (and a hash of its settings)
+        assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "models").iterdir()) == MODELS[name]
+    for figure in FIGURES.get(name, [f"{name}.png"]):
+        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_q_pm_by_the_llm_judge_is_the_mean_prompt_1_rating(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # never send a real key to the test server
     monkeypatch.syspath_prepend(str(SCRIPTS))
-    runpy.run_path(str(SCRIPTS / "exp_data_selection.py"), run_name="__main__")
-    first = json.loads((tmp_path / "data_selection.json").read_text())
-    assert capsys.readouterr().out.count("saved result reused") == 0
-    runpy.run_path(str(SCRIPTS / "exp_data_selection.py"), run_name="__main__")
-    assert capsys.readouterr().out.count("saved result reused") == 3  # full, seam, random: nothing rerun
-    assert json.loads((tmp_path / "data_selection.json").read_text())["rows"] == first["rows"]
-    assert (tmp_path / "data_selection.md").read_text().startswith("| condition")
+    from experiments.common import Judges, experiment_parser, resolve
+
+    tiny = str(tiny_model_dir)
+    unrated = set()
+
+    def reply(request: dict) -> str:  # the first question gets a reply without a rating
+        question, answer = judged(request["messages"][-1]["content"])
+        return "I cannot tell." if question in unrated else rating_reply(request)
+
+    with FakeOpenAI(reply=reply) as server:
+        argv = ["--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--val-prompts", "3", "--new-tokens", "6",
+                "--q-pm-judge", "llm", "--judge-endpoint", server.url, "--judge-model", MODEL,
+                "--judge-cache", str(tmp_path / "judge.jsonl")]
+        args = resolve(experiment_parser("test").parse_args(argv))
+        judges = Judges(args)
+        unrated.add(judges.instructions[0])
+        result = judges.evaluate_path(tiny)
+        prompts = list(server.prompts)
+        again = Judges(args).evaluate_path(tiny)
+        assert len(server.requests) == len(prompts)  # every reply came from the cache
+        assert again["q_pm_per_prompt"] == result["q_pm_per_prompt"]
+
+    answers = dict(map(judged, prompts))
+    assert sorted(answers) == sorted(judges.instructions)  # one request per held-out prompt
+    for question, answer in answers.items():  # each request is Prompt 1, verbatim
+        assert render_judge_prompt(PAPER_JUDGE_PROMPT, question, answer) in prompts
+    expected = [None if q in unrated else rating_of(answers[q]) for q in judges.instructions]
+    assert result["q_pm_per_prompt"] == expected and result["unrated"] == 1
+    assert result["q_pm"] == mean_ci([e for e in expected if e is not None]).to_dict()
+    assert result["rm_reward"]["n"] == 3  # the training RM still scores every answer
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    """The experiment scripts' folder on sys.path, for importing their pieces."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+
+
+def test_a_worse_answer_is_the_contrast_candidate_else_another_records_golden_answer(scripts):
+    from exp_sanity import worse_answers
+
+    golden = ["A", "B", "C", "B"]
+    worse, from_contrast = worse_answers(["a", "b", "c", "d"], golden, [["X", "Y"], [], [], ["Z"]], seed=3)
+    assert worse[0] == "X" and worse[3] == "Z" and from_contrast == 2
+    assert worse[1] in {"A", "C"} and worse[2] in {"A", "B"}  # another record's golden answer, never an equal one
+    assert worse_answers(["a", "b", "c", "d"], golden, [["X", "Y"], [], [], ["Z"]], seed=3)[0] == worse  # seeded
+
+
+def test_sanity_summary_is_over_seeds_with_drl_against_the_in_domain_set(scripts):
+    from exp_sanity import summary
+
+    per_seed = {"D_p": [4.0, 6.0], "D_r": [5.0, 5.0], "D_rl": [4.5, 5.1]}
+    ratio = summary(per_seed, "D_p", ratio=True)
+    assert ratio["D_p"]["mean"] == 5.0 and ratio["D_p"]["n"] == 2 and ratio["D_r"]["low"] == ratio["D_r"]["high"] == 5.0
+    assert ratio["D_rl_vs_in_domain"] == pytest.approx(4.8 / 5.0)
+    assert summary(per_seed, "D_r", ratio=False)["D_rl_vs_in_domain"] == pytest.approx(4.8 - 5.0)
+
+
+@pytest.mark.parametrize("pm, rm, backbone, message", [
+    ([0, 4], [0, 4, 8], "rank", "equal lengths"),  # rank pairing needs one RM per PM
+    ([0, 4, 4], [0, 4, 8], "rank", "distinct"),
+    ([0, -4], [0, 4], "rank", "distinct sizes >= 0"),
+    ([], [0], "some/model", "distinct"),
+])
+def test_ladders_that_cannot_be_paired_or_sized_are_refused(scripts, pm, rm, backbone, message):
+    import argparse
+    from experiments.ladder import check_ladders
+
+    with pytest.raises(SystemExit, match=message):
+        check_ladders(argparse.Namespace(pm_examples=pm, rm_pairs=rm, rm_backbone=backbone))
+
+
+def test_ladders_of_unequal_length_pair_with_one_named_backbone(scripts):
+    import argparse
+    from experiments.ladder import check_ladders
+
+    check_ladders(argparse.Namespace(pm_examples=[0, 4], rm_pairs=[0, 4, 8], rm_backbone="some/model"))
+
+
+CONFIG_DIR = SCRIPTS / "experiments" / "configs"
+SHARED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if "_" not in p.stem)  # demo.yaml, paper.yaml
+OWN_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*_*.yaml"))  # <driver>_<demo|paper>.yaml
+
+
+def printed_config(name: str, configs: list[Path], monkeypatch, capsys) -> dict:
+    """The settings ``exp_<name>.py --config ... --print_config`` would run with."""
+    argv = [arg for config in configs for arg in ("--config", str(config))] + ["--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_driver(name, argv, monkeypatch)
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("config", SHARED_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("name", DRIVERS)
+def test_shipped_experiment_config_parses(name, config, monkeypatch, capsys):
+    printed = printed_config(name, [config], monkeypatch, capsys)
+    assert {k: printed[k] for k in yaml.safe_load(config.read_text())} == yaml.safe_load(config.read_text())
+
+
+def test_every_driver_config_belongs_to_a_driver_and_a_shared_config():
+    assert {p.stem.rsplit("_", 1)[0] for p in OWN_CONFIGS} <= set(DRIVERS)
+    assert {p.stem.rsplit("_", 1)[1] for p in OWN_CONFIGS} <= {p.stem for p in SHARED_CONFIGS}
+    assert {p.name for p in OWN_CONFIGS} >= {"saturation_demo.yaml", "saturation_paper.yaml", "sanity_demo.yaml",
+                                             "sanity_paper.yaml"}
+
+
+@pytest.mark.parametrize("config", OWN_CONFIGS, ids=lambda p: p.name)
+def test_a_drivers_own_config_parses_alone_and_over_the_shared_one(config, monkeypatch, capsys):
+    name, flavour = config.stem.rsplit("_", 1)  # saturation_demo -> exp_saturation.py over demo.yaml
+    shared, own = config.with_name(f"{flavour}.yaml"), yaml.safe_load(config.read_text())
+    alone = printed_config(name, [config], monkeypatch, capsys)
+    assert {k: alone[k] for k in own} == own
+    layered = printed_config(name, [shared, config], monkeypatch, capsys)
+    expected = {**yaml.safe_load(shared.read_text()), **own}  # the later file wins
+    assert {k: layered[k] for k in expected} == expected

@@ -5,16 +5,21 @@ RewardModule, PPOModule, SeamCallback, SeamScorer), on the CPU in bf16 autocast
 where the CPU computes bf16 natively (fp32 elsewhere: emulated bf16 is ~100x slower),
 sized by command-line flags (``--quick`` for a run of a few minutes).
 
-Q_PM here is judge-free: the mean reward a *gold* reward model gives to a policy's
-greedy responses to held-out prompts (demo://rl_val), with a 95% t interval over
-the prompts. The gold RM is trained once, differently from the training RM (see
-`ensure_gold_rm`), and reused from disk afterwards.
+Q_PM is, by default (``--q-pm-judge gold_rm``), judge-free: the mean reward a *gold*
+reward model gives to a policy's greedy responses to held-out prompts (demo://rl_val),
+with a 95% t interval over the prompts. The gold RM is trained once, differently from
+the training RM (see `ensure_gold_rm`), and reused from disk afterwards. With
+``--q-pm-judge llm`` it is the paper's own measure instead: an LLM judge's mean rating
+(0-10) of the same responses under Prompt 1, asked of any OpenAI-compatible endpoint
+(``--judge-endpoint``, ``--judge-model``), every reply cached on disk by `LLMJudge`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -25,9 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
-from seam_lightning import DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
+from seam_lightning import (DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule,  # noqa: E402
+                            SamplingSettings, SFTModule)
 from seam_lightning.data.records import load_records  # noqa: E402
 from seam_lightning import files  # noqa: E402
+from seam_lightning.eval.judge import LLMJudge  # noqa: E402
 from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
 from seam_lightning.eval.stats import mean_ci  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
@@ -35,9 +42,11 @@ from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 from seam_lightning.seam.sources.contrast import ContrastSource  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.jsonl import append_jsonl, read_jsonl  # noqa: E402
+from seam_lightning.llm.chat import OpenAIBackend  # noqa: E402
 from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
 
 MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS = 128, 96  # as in cli.yaml and the stage configs
+Q_PM_JUDGES = ("gold_rm", "llm")
 BF16 = cpu_has_native_bf16()
 
 
@@ -61,9 +70,10 @@ def autocast(args: argparse.Namespace | None = None):
     return torch.autocast(where, dtype=torch.bfloat16, enabled=enabled)
 
 
-GRID_SETTINGS = ("rl_data", "rl_val_data", "preference_data", "preference_val_data", "corpus_data", "sft", "rm",
-                 "base", "gold_rm", "rl_prompts", "val_prompts", "ppo_steps", "new_tokens", "candidates", "pref_val",
-                 "corpus_limit", "lora_layers", "batch_size", "accelerator", "devices", "strategy", "precision")
+GRID_SETTINGS = ("rl_data", "rl_val_data", "preference_data", "preference_val_data", "corpus_data", "sft_data",
+                 "sft_val_data", "sft", "rm", "base", "gold_rm", "rl_prompts", "val_prompts", "ppo_steps", "new_tokens",
+                 "candidates", "pref_val", "corpus_limit", "lora_layers", "batch_size", "accelerator", "devices",
+                 "strategy", "precision", "q_pm_judge", "judge_model", "judge_endpoint")
 
 
 def cell_key(args: argparse.Namespace, experiment: str, **cell: Any) -> dict[str, Any]:
@@ -118,6 +128,8 @@ def add_common_args(parser: ArgumentParser) -> None:
     p("--preference-data", default="demo://preference_train", help="D_r, for the RMs an experiment trains")
     p("--preference-val-data", default="demo://preference_val", help="held-out pairs for Q_RM")
     p("--corpus-data", default="demo://sft_train", help="the SEAM_Contrast corpus (instruction/response)")
+    p("--sft-data", default="demo://sft_train", help="D_p, for the policies an experiment fine-tunes")
+    p("--sft-val-data", default="demo://sft_val", help="D_p's held-out split (the sanity check's D_p test set)")
     p("--accelerator", default="cpu", help="Lightning accelerator: cpu, gpu, auto")
     p("--devices", default=1, type=int, help="devices per training run")
     p("--strategy", default="auto", help="Lightning strategy (ddp for several devices)")
@@ -130,6 +142,16 @@ def add_common_args(parser: ArgumentParser) -> None:
     p("--gold-rm", default=None, help="the gold RM judging Q_PM (default runs/gold_reward[_quick]/export; "
                                       "trained once if missing)")
     p("--gold-steps", type=int, default=None, help="training steps of a missing gold RM (default 60, quick 12)")
+    p("--q-pm-judge", choices=list(Q_PM_JUDGES), default="gold_rm",
+      help="who gives Q_PM: gold_rm (the gold RM's mean reward, judge-free) or llm (the paper's Prompt 1 "
+           "rating 0-10 by --judge-model at --judge-endpoint, replies cached)")
+    p("--judge-model", default=None, help="the LLM judge's model name at the endpoint (e.g. gpt-4o), with "
+                                          "--q-pm-judge llm")
+    p("--judge-endpoint", default=None, help="an OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
+                                             "(default $OPENAI_BASE_URL, else OpenAI's)")
+    p("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the endpoint's key")
+    p("--judge-cache", default=None, help="JSONL file of cached judge replies (default: the package cache, "
+                                          "per endpoint and model)")
     p("--rl-prompts", type=int, default=None, help="D_rl size: first N demo://rl_train prompts (default 64, quick 16)")
     p("--val-prompts", type=int, default=None, help="held-out demo://rl_val prompts for Q_PM (default 24, quick 8)")
     p("--ppo-steps", type=int, default=None, help="PPO steps of 8 prompts per run (default 6, quick 2)")
@@ -142,8 +164,12 @@ def add_common_args(parser: ArgumentParser) -> None:
     p("--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)")
 
 
-def resolve(args: argparse.Namespace, **quick_defaults: Any) -> argparse.Namespace:
-    """Fill unset size flags: the full defaults, or the quick ones with --quick (script-specific ones too)."""
+def resolve(args: argparse.Namespace, models: tuple[str, ...] = ("sft", "rm"), **quick_defaults: Any
+            ) -> argparse.Namespace:
+    """Fill unset size flags: the full defaults, or the quick ones with --quick (script-specific ones too).
+
+    ``models``: the model flags the experiment reads, which must exist (the ladder drivers train their own).
+    """
     full = dict(rl_prompts=64, val_prompts=24, ppo_steps=6, new_tokens=32, candidates=30, pref_val=200,
                 gold_steps=60)
     quick = dict(rl_prompts=16, val_prompts=8, ppo_steps=2, new_tokens=16, candidates=10, pref_val=32,
@@ -157,9 +183,11 @@ def resolve(args: argparse.Namespace, **quick_defaults: Any) -> argparse.Namespa
         torch.set_num_threads(args.threads)
     if args.gold_rm is None:
         args.gold_rm = "runs/gold_reward_quick/export" if args.quick else "runs/gold_reward/export"
-    for path in (args.sft, args.rm):
+    for path in (getattr(args, name) for name in models):
         if not path.startswith("bundled:") and not Path(path).exists():
             raise SystemExit(f"{path} not found: run `python scripts/default_job.py` first or pass --sft/--rm")
+    if args.q_pm_judge == "llm" and not args.judge_model:
+        raise SystemExit("--q-pm-judge llm needs --judge-model NAME (and --judge-endpoint URL for a local server)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return args
 
@@ -185,16 +213,18 @@ def trainer(args: argparse.Namespace, root: str | Path, callbacks: list | None =
 
 
 def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: list | None = None,
-            root: str | Path | None = None) -> PPOModule:
-    """PPO from args.sft with ``reward_model`` for args.ppo_steps steps (cli.yaml's settings); the trained module."""
+            root: str | Path | None = None, policy: str | None = None) -> PPOModule:
+    """PPO from ``policy`` (default args.sft; also the KL reference) with ``reward_model`` for args.ppo_steps steps
+    (cli.yaml's settings); the trained module."""
+    policy = policy or args.sft
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
                               rl=DataSource(args.rl_data, limit=args.rl_prompts), rl_val=None,
                               batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                               max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed,
                               drop_last=True)  # every PPO step has batch_size prompts, in every condition
-    layers = top_layers(args.sft, args.lora_layers)
-    module = PPOModule(policy=args.sft, reward_model=reward_model, lora=lora(layers), value_lora=lora(layers),
+    layers = top_layers(policy, args.lora_layers)
+    module = PPOModule(policy=policy, reward_model=reward_model, lora=lora(layers), value_lora=lora(layers),
                        sampling=SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0),
                        learning_rate=2e-4, ppo_epochs=2, mini_batch_size=min(4, args.batch_size), kl_coef=0.05,
                        kl_target=None, reward_normalization="running", missing_eos_penalty=1.0,
@@ -203,36 +233,120 @@ def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: l
     return module
 
 
-class Judges:
-    """The gold RM (Q_PM) and the training RM, loaded once, scoring greedy responses to held-out prompts."""
+def llm_judge(args: argparse.Namespace) -> LLMJudge:
+    """The paper's Prompt 1 judge on the OpenAI-compatible endpoint the flags name; replies cached on disk."""
+    backend = OpenAIBackend(args.judge_model, base_url=args.judge_endpoint, api_key_env=args.judge_api_key_env)
+    return LLMJudge(backend, cache_path=args.judge_cache, template="paper", progress=False)
 
-    def __init__(self, args: argparse.Namespace):
+
+def q_pm_label(args: argparse.Namespace) -> str:
+    """What a Q_PM number is, for table headers and axis labels."""
+    return "Q_PM: LLM-judge rating 0-10" if args.q_pm_judge == "llm" else "Q_PM: gold-RM reward"
+
+
+def q_pm_judge(args: argparse.Namespace) -> dict[str, Any]:
+    """Who gives Q_PM, made ready: the gold RM (trained once if missing, with its held-out accuracy) or the LLM
+    judge."""
+    if args.q_pm_judge == "llm":
+        return {"judge": "llm", "model": args.judge_model, "endpoint": args.judge_endpoint, "prompt": "Prompt 1 "
+                "(paper App. C.1)", "scale": "0-10", "cache": args.judge_cache}
+    return {"judge": "gold_rm", **ensure_gold_rm(args)}
+
+
+def q_pm_text(args: argparse.Namespace, judge: dict[str, Any]) -> str:
+    """The settings line's account of Q_PM: on how many prompts, by whom, how good the judge is."""
+    if judge["judge"] == "llm":
+        return (f"Q_PM on {args.val_prompts} held-out prompts by LLM judge {judge['model']} at "
+                f"{judge['endpoint'] or 'the default endpoint'} (Prompt 1, 0-10)")
+    return (f"Q_PM on {args.val_prompts} held-out prompts by gold RM {judge['path']} "
+            f"(held-out accuracy {judge['accuracy']:.3f} on {judge['pairs']} pairs)")
+
+
+def rated(values: list[float | None]) -> list[float]:
+    """The values a judge gave (an LLM judge's unparsable or refused replies are None)."""
+    return [v for v in values if v is not None]
+
+
+def paired_differences(values: list[float | None], reference: list[float | None]) -> list[float]:
+    """Per-prompt ``values - reference`` over the prompts both were rated on."""
+    return [a - b for a, b in zip(values, reference) if a is not None and b is not None]
+
+
+class Judges:
+    """Q_PM's judge (gold RM or LLM judge, ``--q-pm-judge``) and the training RM, loaded once.
+
+    Both score a policy's greedy responses to held-out prompts (``--rl-val-data`` unless
+    other instructions are given). ``tokenizer``: the policies' tokenizer (default args.sft);
+    ``train_rm=False`` leaves the training-RM reward out (the ladder drivers have many RMs).
+    """
+
+    def __init__(self, args: argparse.Namespace, tokenizer: str | None = None, train_rm: bool = True):
         self.instructions = [r.text["instruction"] for r in
                              load_records(DataSource(args.rl_val_data, limit=args.val_prompts), ("instruction",))]
-        self.tokenizer = load_tokenizer(args.sft)
+        self.tokenizer = load_tokenizer(tokenizer or args.sft)
         self.args, self.device = args, device(args)
-        self.gold = load_reward_model(args.gold_rm).to(self.device).eval()
-        self.train_rm = load_reward_model(args.rm).to(self.device).eval()
+        self.llm = llm_judge(args) if args.q_pm_judge == "llm" else None
+        self.gold = load_reward_model(args.gold_rm).to(self.device).eval() if self.llm is None else None
+        self.train_rm = load_reward_model(args.rm).to(self.device).eval() if train_rm else None
         self.new_tokens = args.new_tokens
 
-    def evaluate(self, policy: torch.nn.Module) -> dict[str, Any]:
-        """Gold reward (Q_PM) and training-RM reward of ``policy``'s greedy responses, per prompt and mean ± CI.
+    def q_pm_scores(self, instructions: list[str], responses: list[str]) -> list[float | None]:
+        """Per response: the LLM judge's rating (None where its reply held none) or the gold RM's reward."""
+        if self.llm is not None:
+            return self.llm.rate(instructions, responses)
+        with torch.inference_mode(), autocast(self.args):
+            return self._rewards(self.gold, instructions, responses)
+
+    def _rewards(self, model: torch.nn.Module, instructions: list[str], responses: list[str]) -> list[float]:
+        return reward_scores(model, self.tokenizer, instructions, responses, progress=False,
+                             max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+                             max_response_tokens=MAX_RESPONSE_TOKENS).tolist()
+
+    def evaluate(self, policy: torch.nn.Module, instructions: list[str] | None = None) -> dict[str, Any]:
+        """Q_PM (mean ± CI over the rated prompts) and training-RM reward of ``policy``'s greedy responses.
 
         The training-RM number is what PPOModule logs as val/reward (greedy responses, the RM's score).
         """
+        instructions = self.instructions if instructions is None else instructions
         with torch.inference_mode(), autocast(self.args):
-            responses = generate_responses(policy, self.tokenizer, self.instructions, self.new_tokens, batch_size=12,
+            responses = generate_responses(policy, self.tokenizer, instructions, self.new_tokens, batch_size=12,
                                            max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
-            limits = dict(max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
-                          progress=False)
-            gold = reward_scores(self.gold, self.tokenizer, self.instructions, responses, **limits).tolist()
-            rm = reward_scores(self.train_rm, self.tokenizer, self.instructions, responses, **limits).tolist()
-        return {"q_pm": mean_ci(gold).to_dict(), "rm_reward": mean_ci(rm).to_dict(), "gold_per_prompt": gold,
-                "rm_per_prompt": rm, "mean_length_chars": sum(map(len, responses)) / len(responses)}
+        scores = self.q_pm_scores(instructions, responses)
+        if not rated(scores):
+            raise SystemExit(f"the LLM judge rated none of {len(scores)} answers (see the warnings above)")
+        result = {"q_pm": mean_ci(rated(scores)).to_dict(), "q_pm_per_prompt": scores,
+                  "unrated": len(scores) - len(rated(scores)),
+                  "mean_length_chars": sum(map(len, responses)) / len(responses)}
+        if self.train_rm is not None:
+            with torch.inference_mode(), autocast(self.args):
+                rm = self._rewards(self.train_rm, instructions, responses)
+            result.update(rm_reward=mean_ci(rm).to_dict(), rm_per_prompt=rm)
+        return result
 
-    def evaluate_path(self, path: str) -> dict[str, Any]:
+    def evaluate_path(self, path: str, instructions: list[str] | None = None) -> dict[str, Any]:
         """`evaluate` of a saved policy (e.g. π_SFT, the reference row of every table)."""
-        return self.evaluate(load_policy(path).to(self.device).eval())
+        policy = load_policy(path).to(self.device).eval()
+        try:
+            return self.evaluate(policy, instructions)
+        finally:
+            del policy
+            gc.collect()
+
+
+def train_sft(args: argparse.Namespace, model: str, examples: int, epochs: int, seed: int,
+              export_dir: str | Path) -> SFTModule:
+    """SFT as in sft.yaml (LoRA top blocks, lr 1e-4, 10 warm-up steps) on the first ``examples`` rows of D_p
+    (``--sft-data``), ``epochs`` passes over them."""
+    seed_everything(seed, verbose=False)
+    data = RLHFDataModule(sft=DataSource(args.sft_data, limit=examples), sft_val=None, preference=None,
+                          preference_val=None, rl=None, rl_val=None, batch_size=args.batch_size,
+                          max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
+                          seed=seed)
+    steps = epochs * math.ceil(examples / args.batch_size)
+    module = SFTModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05), learning_rate=1e-4,
+                       warmup_steps=min(10, steps), export_dir=str(export_dir))
+    trainer(args, Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
+    return module
 
 
 def train_reward_model(args: argparse.Namespace, model: str, steps: int, seed: int, export_dir: str | Path,
@@ -254,9 +368,15 @@ def rm_accuracy(args: argparse.Namespace, model: torch.nn.Module, tokenizer, lim
     """Q_RM: preference accuracy on the first ``limit`` held-out pairs (``--preference-val-data``)."""
     fields = ("instruction", "chosen", "rejected")
     records = load_records(DataSource(args.preference_val_data, limit=limit), fields)
-    columns = [[r.text[f] for r in records] for f in fields]
+    return pair_accuracy(args, model, tokenizer, *([r.text[f] for r in records] for f in fields))
+
+
+def pair_accuracy(args: argparse.Namespace, model: torch.nn.Module, tokenizer, instructions: list[str],
+                  chosen: list[str], rejected: list[str]) -> float:
+    """The share of pairs with R(I∘chosen) > R(I∘rejected), on the run's device and precision."""
     with torch.inference_mode(), autocast(args):
-        return preference_accuracy(model.to(device(args)).eval(), tokenizer, *columns, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
+        return preference_accuracy(model.to(device(args)).eval(), tokenizer, instructions, chosen, rejected,
+                                   max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
                                    max_response_tokens=MAX_RESPONSE_TOKENS, progress=False)
 
 
@@ -314,6 +434,14 @@ def write_json(path: str | Path, payload: Any) -> Path:
     return files.write_json(path, payload, default=str, allow_nan=True)
 
 
+def write_table(path: str | Path, headers: list[str], rows: list[list[Any]]) -> str:
+    """The markdown table of ``rows``, printed and written to ``path`` (atomically); returns its text."""
+    text = markdown_table(headers, rows)
+    print(text)
+    files.write_text_atomic(path, text + "\n")
+    return text
+
+
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A markdown table; floats get 3 decimals."""
     def cell(v: Any) -> str:
@@ -327,12 +455,12 @@ def ci_text(ci: dict[str, float]) -> str:
     return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
-def figure(width: float = 6, height: float = 4):
-    """A new (figure, axes) from matplotlib on the Agg backend (no display needed)."""
+def figure(width: float = 6, height: float = 4, ncols: int = 1):
+    """A new (figure, axes) from matplotlib on the Agg backend (no display needed); ``ncols`` > 1: a row of axes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(1, ncols, figsize=(width, height))
 
 
 def save_figure(fig, ax, path: str | Path, title: str) -> Path:

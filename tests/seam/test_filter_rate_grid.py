@@ -35,5 +35,10 @@ def test_a_fraction_that_prunes_everything_or_is_no_share_is_refused(script, bad
 
 
 def test_paired_delta_is_against_the_reference_per_prompt(script):
-    delta = script.paired_delta({"gold_per_prompt": [1.0, 2.0, 3.0]}, {"gold_per_prompt": [0.5, 2.0, 2.0]})
+    delta = script.paired_delta({"q_pm_per_prompt": [1.0, 2.0, 3.0]}, {"q_pm_per_prompt": [0.5, 2.0, 2.0]})
     assert delta["mean"] == pytest.approx(0.5)
+
+
+def test_paired_delta_skips_prompts_a_judge_left_unrated(script):
+    delta = script.paired_delta({"q_pm_per_prompt": [1.0, None, 3.0, 4.0]}, {"q_pm_per_prompt": [0.5, 2.0, None, 3.0]})
+    assert delta["n"] == 2 and delta["mean"] == pytest.approx((0.5 + 1.0) / 2)

@@ -1,0 +1,125 @@
+"""The model ladders of the saturation study (paper §3, App. C.1) and the sanity check (§4.1).
+
+PM rung k: the base model fine-tuned (SFT) on the first k examples of D_p; k = 0 is the
+base model itself. RM rung m: a reward model trained on the first m pairs of D_r from a
+backbone, by default the PM of the same rung (the paper trains its RMs from the SFT model
+"depending on the SFT model's quality rank"); m = 0 is the backbone with a randomly
+initialised reward head, untrained (the paper's "pretrained model replaced with a randomly
+initialized classifier head"). With the default pairing, rung 0 is the base model and the
+base model with a random head, as in the paper.
+
+Each trained model is exported to ``<out>/models/<pm|rm>-<size>-seed<seed>-<hash>``, the hash
+taken over every setting its training depends on: a rerun, or the other driver, with the
+same settings reuses it, and one with other settings trains its own. Exports are written
+beside their place and renamed, so an existing folder is a finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.common import precision, train_reward_model, train_sft
+from seam_lightning.models.loading import export_pretrained, load_reward_model, load_tokenizer
+
+PAPER_PM_EXAMPLES = [0, 50, 100, 250, 500, 800, 1500, 2500, 5000, 10000]
+"""App. C.1: the base model without SFT, then SFT on 50 ... 10,000 examples (10 PMs)."""
+PAPER_RM_PAIRS = [0, 50, 100, 500, 2500, 5000, 10000, 20000, 50000, 100000]
+"""App. C.1: a random reward head (no pairs), then 50 ... 100,000 preference pairs (10 RMs)."""
+DEMO_PM_EXAMPLES = [0, 32, 128]
+DEMO_RM_PAIRS = [0, 32, 128]
+"""The demo grid: 3 PMs × 3 RMs, sized for 2 CPU cores."""
+QUICK_PM_EXAMPLES = [0, 16]
+QUICK_RM_PAIRS = [0, 16]
+RANK = "rank"
+"""``--rm-backbone rank``: the RM of rung i starts from the PM of rung i."""
+
+
+def add_ladder_args(parser, pm_help: str, rm_help: str) -> None:
+    """The ladder flags both drivers take; the defaults are filled in by `resolve` (demo, or quick with --quick)."""
+    p = parser.add_argument
+    p("--pm-examples", type=int, nargs="+", default=None,
+      help=f"PM ladder: SFT examples per rung, 0 = the base model; {pm_help} (paper: {PAPER_PM_EXAMPLES})")
+    p("--rm-pairs", type=int, nargs="+", default=None,
+      help=f"RM ladder: preference pairs per rung, 0 = a random reward head; {rm_help} (paper: {PAPER_RM_PAIRS})")
+    p("--rm-backbone", default=RANK, help="what each RM starts from: 'rank' (the PM of the same rung, the "
+                                          "paper's) or one model for all (a path, or bundled:<name>)")
+    p("--sft-epochs", type=int, default=1, help="passes over each PM's k examples")
+    p("--rm-epochs", type=int, default=1, help="passes over each RM's m pairs")
+
+
+def check_ladders(args: argparse.Namespace) -> None:
+    """Refuse ladders that cannot be paired or sized: negative sizes, repeats, rank pairing of unequal lengths."""
+    for flag, ladder in (("--pm-examples", args.pm_examples), ("--rm-pairs", args.rm_pairs)):
+        if not ladder or any(n < 0 for n in ladder) or len(set(ladder)) != len(ladder):
+            raise SystemExit(f"{flag} must be distinct sizes >= 0, got {ladder}")
+    if args.rm_backbone == RANK and len(args.pm_examples) != len(args.rm_pairs):
+        raise SystemExit(f"--rm-backbone rank pairs RM rung i with PM rung i, so the ladders need equal lengths; "
+                         f"got {len(args.pm_examples)} PMs and {len(args.rm_pairs)} RMs")
+
+
+def _folder(args: argparse.Namespace, kind: str, size: int, seed: int, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(args.out) / "models" / f"{kind}-{size}-seed{seed}-{digest}"
+
+
+def _common_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Settings every trained rung depends on."""
+    return {"base": args.base, "lora_layers": args.lora_layers, "batch_size": args.batch_size,
+            "precision": precision(args), "seed": seed}
+
+
+def pm_key(args: argparse.Namespace, k: int, seed: int) -> dict[str, Any]:
+    """What PM rung k is: base model, D_p, k examples, epochs, run settings."""
+    return {"kind": "pm", "sft_data": args.sft_data, "examples": k, "epochs": args.sft_epochs,
+            **_common_key(args, seed)}
+
+
+def ensure_pm(args: argparse.Namespace, k: int, seed: int) -> str:
+    """PM rung k: the base model for k = 0, else SFT of the base model on the first k D_p examples (trained once)."""
+    if k == 0:
+        return args.base
+    folder = _folder(args, "pm", k, seed, pm_key(args, k, seed))
+    if not folder.exists():
+        print(f"[ladder] SFT of {args.base} on {k} examples, seed {seed} -> {folder}", flush=True)
+        train_sft(args, args.base, k, args.sft_epochs, seed, folder)
+        gc.collect()
+    return str(folder)
+
+
+def rm_backbone(args: argparse.Namespace, rung: int, seed: int) -> str:
+    """What the RM of ladder position ``rung`` starts from: the same rung's PM, or the one --rm-backbone names."""
+    return ensure_pm(args, args.pm_examples[rung], seed) if args.rm_backbone == RANK else args.rm_backbone
+
+
+def rm_key(args: argparse.Namespace, rung: int, seed: int) -> dict[str, Any]:
+    """What RM rung ``rung`` is: its backbone (by PM key under rank pairing), D_r, m pairs, epochs, run settings."""
+    backbone = (pm_key(args, args.pm_examples[rung], seed) if args.rm_backbone == RANK else args.rm_backbone)
+    return {"kind": "rm", "backbone": backbone, "preference_data": args.preference_data,
+            "pairs": args.rm_pairs[rung], "epochs": args.rm_epochs, **_common_key(args, seed)}
+
+
+def ensure_rm(args: argparse.Namespace, rung: int, seed: int) -> str:
+    """RM of ladder position ``rung``: its backbone with a random head (m = 0) or trained on the first m pairs."""
+    m = args.rm_pairs[rung]
+    folder = _folder(args, "rm", m, seed, rm_key(args, rung, seed))
+    if folder.exists():
+        return str(folder)
+    backbone = rm_backbone(args, rung, seed)
+    if m == 0:
+        print(f"[ladder] {backbone} with a random reward head, seed {seed} -> {folder}", flush=True)
+        torch.manual_seed(seed)  # the head is drawn when the backbone is loaded as a reward model
+        export_pretrained(load_reward_model(backbone), load_tokenizer(backbone), folder)
+    else:
+        steps = args.rm_epochs * math.ceil(m / args.batch_size)
+        print(f"[ladder] RM from {backbone} on {m} pairs ({steps} steps), seed {seed} -> {folder}", flush=True)
+        train_reward_model(args, backbone, steps, seed, folder, preference_limit=m)
+    gc.collect()
+    return str(folder)
