@@ -1,32 +1,43 @@
 """Does SEAM find a reward model's blind spot? A controlled benchmark with a known answer.
 
-    python scripts/exp_blind_spot.py                  # demo config: 3 ρ × 2 seeds, 160 D_rl prompts
-    python scripts/exp_blind_spot.py --quick          # a few prompts and RM steps: mechanics only
-    python scripts/exp_blind_spot.py --rhos 1 --seeds 0   # one cell
+    python scripts/exp_blind_spot.py                       # demo: 3 ρ × 2 seeds, 160 D_rl prompts
+    python scripts/exp_blind_spot.py --rhos 1 --seeds 0 --rl-effect   # one flawed RM, and PPO with it
+    python scripts/exp_blind_spot.py --quick               # a few prompts and RM steps: mechanics only
+    python scripts/exp_blind_spot.py --config scripts/experiments/configs/demo.yaml --accelerator gpu
 
 Setting. Part B is a seeded-hash 20% of the demo's standard-library modules. A *flawed* RM is trained
-on demo://preference_train with chosen and rejected swapped for a share ρ of B's pairs; a *gold* RM on
-the unswapped pairs with another seed. The plant check is each RM's preference accuracy on
-demo://preference_val inside and outside B.
+on the preference pairs (--preference-data, demo://preference_train) with chosen and rejected swapped
+for a share ρ of B's pairs; a *gold* RM on the unswapped pairs with another seed. The plant check is
+each RM's preference accuracy on held-out pairs (--preference-val-data) inside and outside B. B is
+defined over the demo's module names (each record's ``source``), so the data must be the demo's.
 
-Detection. D_rl (the first --rl-prompts demo://rl_train prompts) is scored under π_SFT and each flawed
-RM; every signal is a score per prompt, and AUROC and precision at the top 20% for "prompt in B" are
-reported with 95% bootstrap intervals over prompts: SEAM with the contrast source and with the policy's
-own samples (PolicySampleSource, judged by the gold RM: an *oracle* judge, labelled so), the baselines
-(random; minus the flawed RM's reward of the golden response; the spread of the flawed RM's rewards over
-the k policy samples, what OpenRLHF's dynamic filtering and verl's filter_groups look at; the prompt's
-perplexity and the golden response's perplexity under π_SFT) and SEAM's parts as ablations.
+Detection. D_rl (the first --rl-prompts of --rl-data) is scored under π_SFT and each flawed RM; every
+signal is a score per prompt, and AUROC and precision at the top 20% for "prompt in B" are reported
+with 95% bootstrap intervals over prompts: SEAM with the contrast source and with the policy's own
+samples (PolicySampleSource, judged by the gold RM: an *oracle* judge, labelled so), the baselines
+(random; minus the flawed RM's reward of the golden response; the spread of the flawed RM's rewards
+over the k policy samples, what OpenRLHF's dynamic filtering and verl's filter_groups look at; the
+prompt's perplexity and the golden response's perplexity under π_SFT) and SEAM's parts as ablations.
 
-Cost. The RM backbone is configurable (--rm-backbone); the demo default is SmolLM2-135M cut to its
-first 8 of 30 blocks (LoRA on its top 4 + the scalar head, lr 1e-3, 80 steps of 8 pairs), fp32 (this CPU has no native bf16). The PM
-side (candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs.
-Every finished cell is appended to <out>/blind_spot/cells.jsonl (rewritten atomically), so a killed run
-resumes where it stopped, and a rerun with more --rhos/--seeds adds cells (other settings: another --out). Writes <out>/blind_spot.json, blind_spot.md and blind_spot.png.
+Effect on RL (--rl-effect). PPO with the flawed RM (--rl-rho, the first seed) on all of D_rl, on D_rl
+without its top --fraction by SEAM (contrast source), and without a random --fraction, for each of
+--rl-seeds, the same number of steps each (common.run_ppo: cli.yaml's PPO settings); the gold RM
+rewards each policy's greedy responses to held-out prompts (--rl-val-data), inside and outside B.
+
+Cost. The RM backbone is configurable (--rm-backbone, or 'first:N' blocks of --base for a cheap one);
+the default is the full SmolLM2-135M with LoRA on its top 8 blocks + the scalar head, 400 steps of 8
+pairs at lr 5e-4, in bf16 autocast where the CPU computes bf16 natively (--precision). The PM side
+(candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs. Every
+finished cell (an RM, the PM side, a detection, a PPO run) is appended to <out>/blind_spot/cells.jsonl
+under a key holding the settings it depends on, so a killed run resumes where it stopped and a rerun
+with more --rhos/--seeds/--rl-seeds adds cells. Writes <out>/blind_spot.json, .md and .png.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import json
 import math
 import os
@@ -39,16 +50,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from lightning.pytorch import Trainer, seed_everything  # noqa: E402
+from lightning.pytorch import seed_everything  # noqa: E402
 
 from experiments.blind_spot import (auroc, blind_spot_modules, bootstrap, flip_pairs, module_of,  # noqa: E402
                                     precision_at, seam_variants, stable_unit)
-from seam_lightning import DataSource, LoRASettings, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
+from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
+                                           summarize_rl_effect)
+from experiments.common import (Cells, autocast, device, experiment_parser, lora, run_ppo,  # noqa: E402
+                                top_layers, trainer)
+from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
 from seam_lightning.data.collate import IGNORE_INDEX  # noqa: E402
 from seam_lightning.data.demo import resolve_demo_uri  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
-from seam_lightning.eval.quality import preference_accuracy, reward_scores  # noqa: E402
+from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
 from seam_lightning.models.batching import pad_id_of, run_sequences  # noqa: E402
 from seam_lightning.models.forward import response_logprob_sums  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer, resolve_model_path  # noqa: E402
@@ -57,33 +72,14 @@ from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 from seam_lightning.seam.sources import ContrastSource, PolicySampleSource, RewardJudge  # noqa: E402
 
 TOKEN_BUDGET = 4096
-SIGNALS = {  # name -> (label in the table, kind)
-    "seam_contrast": ("SEAM, contrast source", "SEAM"),
-    "seam_policy": ("SEAM, policy samples (oracle judge: gold RM)", "SEAM"),
-    "random": ("random", "baseline"),
-    "neg_golden_reward": ("− flawed RM reward of golden response", "baseline"),
-    "reward_spread": ("std of flawed RM reward over k policy samples", "baseline"),
-    "prompt_ppl": ("prompt perplexity under π_SFT", "baseline"),
-    "golden_ppl": ("golden-response perplexity under π_SFT (paper §7)", "baseline"),
-    "misjudgement_rate": ("ablation: misjudgement rate alone (contrast)", "ablation"),
-    "weighted_count": ("ablation: likelihood weighting alone (contrast)", "ablation"),
-    "excess_unweighted": ("ablation: misjudgement size, no likelihood (contrast)", "ablation"),
-    "no_length_norm": ("ablation: SEAM without length normalisation (contrast)", "ablation"),
-}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--out", default="results", help="output folder (default results/)")
-    a("--quick", action="store_true", help="a few prompts and RM steps (mechanics only)")
-    a("--sft", default="runs/sft/export", help="π_SFT; the bundled model when this folder is missing")
-    a("--base", default=DEFAULT_MODEL, help="the model the RM backbone is cut from")
-    a("--rm-backbone", default="first:8", help="'first:N' (the first N blocks of --base) or a model name/folder")
-    a("--rm-steps", type=int, default=None, help="RM training steps (default 80, quick 2)")
-    a("--rm-lr", type=float, default=1e-3, help="RM learning rate (reward.yaml: 5e-4)")
-    a("--lora-layers", type=int, default=4, help="LoRA on the top N blocks of the RM backbone")
-    a("--batch-size", type=int, default=8, help="preference pairs per RM step")
+    """The common experiment flags (hardware, sizes, --config YAML) plus the benchmark's own."""
+    parser = experiment_parser(__doc__.split("\n\n")[0])
+    a = parser.add_argument
+    a("--rm-backbone", default=DEFAULT_MODEL, help="the RM backbone: a model name/folder, or 'first:N' (the first N blocks of --base)")
+    a("--rm-steps", type=int, default=None, help="RM training steps (default 400, quick 2)")
+    a("--rm-lr", type=float, default=5e-4, help="RM learning rate (reward.yaml: 5e-4)")
+    a("--rm-lora-layers", type=int, default=8, help="LoRA on the top N blocks of the RM backbone (cli.yaml: 8)")
     a("--max-instruction-tokens", type=int, default=48)
     a("--max-response-tokens", type=int, default=64)
     a("--share", type=float, default=0.2, help="share of the demo modules in part B")
@@ -91,20 +87,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rhos", type=float, nargs="+", default=None, help="flip shares ρ (default 1 0.5 0.25)")
     a("--seeds", type=int, nargs="+", default=None, help="flawed-RM seeds (default 0 1, quick 0)")
     a("--gold-seed", type=int, default=1000, help="the gold RM's seed")
-    a("--rl-prompts", type=int, default=None, help="D_rl: first N demo://rl_train prompts (default 160, quick 8)")
-    a("--pref-val", type=int, default=None, help="demo://preference_val pairs for the plant check (default 200)")
-    a("--pref-limit", type=int, default=None, help="use only the first N demo://preference_train pairs")
-    a("--candidates", type=int, default=None, help="contrast candidates per prompt (default 5, quick 2)")
-    a("--corpus-limit", type=int, default=None, help="first N demo://sft_train rows as contrast corpus")
+    a("--pref-limit", type=int, default=None, help="use only the first N preference pairs")
     a("--samples", type=int, default=None, help="k policy samples per prompt (default 4, quick 2)")
-    a("--new-tokens", type=int, default=None, help="max new tokens per policy sample (default 32, quick 4)")
     a("--resamples", type=int, default=1000, help="bootstrap resamples")
-    a("--threads", type=int, default=None, help="torch CPU threads")
-    args = p.parse_args(argv)
-    full = dict(rm_steps=80, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=200, candidates=5,
-                samples=4, new_tokens=32)
+    a("--rl-effect", action="store_true", help="also run PPO with the flawed RM on full vs SEAM-pruned vs "
+                                               "random-pruned D_rl (per --rl-seeds), judged by the gold RM")
+    a("--rl-seeds", type=int, nargs="+", default=None, help="PPO seeds of the RL-effect runs (default 0 1 2, quick 0)")
+    a("--rl-rho", type=float, default=1.0, help="the flawed RM (ρ, first of --seeds) the RL-effect runs train with")
+    a("--fraction", type=float, default=0.2, help="share of D_rl the RL-effect runs prune (paper: 0.2)")
+    parser.set_defaults(candidates=None, lora_layers=8)
+    args = parser.parse_args(argv)
+    full = dict(rm_steps=400, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=400, candidates=5,
+                samples=4, new_tokens=32, rl_seeds=[0, 1, 2], ppo_steps=10, val_prompts=100)
     quick = dict(rm_steps=2, rhos=[1.0, 0.5], seeds=[0], rl_prompts=8, pref_val=8, candidates=2, samples=2,
-                 new_tokens=4)
+                 new_tokens=4, rl_seeds=[0], ppo_steps=1, val_prompts=8)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -116,22 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def jsonl(path: str) -> list[dict]:
     with open(path if "://" not in path else resolve_demo_uri(path), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-class Cells:
-    """Finished cells by key, kept in one JSONL file that is rewritten atomically after each new cell."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows = {r["key"]: r for r in jsonl(str(path))} if path.exists() else {}
-
-    def get(self, key: str) -> dict | None:
-        return self.rows.get(key)
-
-    def put(self, key: str, row: dict) -> dict:
-        self.rows[key] = {"key": key, **row}
-        files.write_text_atomic(self.path, "".join(json.dumps(r, default=str) + "\n" for r in self.rows.values()))
-        return self.rows[key]
 
 
 def rm_backbone(args: argparse.Namespace, root: Path) -> str:
@@ -157,21 +137,20 @@ def rm_backbone(args: argparse.Namespace, root: Path) -> str:
 
 
 def train_rm(args: argparse.Namespace, backbone: str, pairs_path: Path, seed: int, export_dir: Path) -> float:
-    """A pairwise RM (RewardModule, LoRA on the top blocks + head) on ``pairs_path``, fp32; returns seconds."""
+    """A pairwise RM (RewardModule, LoRA on the top blocks + head) on ``pairs_path``; returns seconds.
+
+    Runs on the experiment's hardware and precision (bf16-mixed where bf16 is native, see
+    ``experiments.common.precision``).
+    """
     start = time.monotonic()
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, rl=None, rl_val=None, preference_val=None,
                           preference=DataSource(str(pairs_path)), batch_size=args.batch_size,
                           max_instruction_tokens=args.max_instruction_tokens,
                           max_response_tokens=args.max_response_tokens, seed=seed)
-    from transformers import AutoConfig
-    layers = min(args.lora_layers, AutoConfig.from_pretrained(resolve_model_path(backbone)).num_hidden_layers)
-    module = RewardModule(model=backbone, lora=LoRASettings(r=16, alpha=32, dropout=0.05, target_modules="all-linear",
-                                                            layers=list(range(-layers, 0))),
+    module = RewardModule(model=backbone, lora=lora(top_layers(backbone, args.rm_lora_layers), dropout=0.05),
                           learning_rate=args.rm_lr, warmup_steps=min(10, args.rm_steps), export_dir=str(export_dir))
-    Trainer(accelerator="cpu", devices=1, precision="32-true", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-            default_root_dir=str(export_dir.parent), max_steps=args.rm_steps).fit(module, datamodule=data)
+    trainer(args, export_dir.parent, max_steps=args.rm_steps).fit(module, datamodule=data)
     return time.monotonic() - start
 
 
@@ -182,11 +161,11 @@ def limits(args: argparse.Namespace) -> dict:
 
 def plant_check(args, model, tokenizer, val: list[dict], in_b: frozenset[str]) -> dict:
     """Preference accuracy on held-out pairs inside and outside B."""
-    out = {}
+    out, model = {}, model.to(device(args))
     for name, rows in (("in_b", [r for r in val if module_of(r["source"]) in in_b]),
                        ("out_b", [r for r in val if module_of(r["source"]) not in in_b])):
         cols = [[r[f] for r in rows] for f in ("instruction", "chosen", "rejected")]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(args):
             out[name] = preference_accuracy(model, tokenizer, *cols, batch_size=16, **limits(args)) if rows else math.nan
         out[f"{name}_pairs"] = len(rows)
     return out
@@ -203,18 +182,20 @@ def prompt_perplexities(policy, tokenizer, instructions: list[str]) -> list[floa
     return [perplexity(s, len(x)) for s, x in zip(sums, ids)]
 
 
-def pm_side(args, policy_name: str, gold_path: str, rl: list[dict], cells: Cells) -> dict:
+def pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
     """Once for all RMs: contrast candidates, k policy samples (judged by the gold RM), PM log-likelihoods, perplexities."""
-    done = cells.get("pm_side")
-    if done:
-        return done
+    with torch.inference_mode(), autocast(args):
+        return _pm_side(args, policy_name, gold_path, rl)
+
+
+def _pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
     start = time.monotonic()
     instructions, golden = [r["instruction"] for r in rl], [r["response"] for r in rl]
-    contrast = ContrastSource(corpus=DataSource("demo://sft_train", limit=args.corpus_limit), band=(0.8, 0.9))
+    contrast = ContrastSource(corpus=DataSource(args.corpus_data, limit=args.corpus_limit), band=(0.8, 0.9))
     contrast_candidates = contrast.candidates(instructions, golden, args.candidates)
     t_contrast = time.monotonic() - start
-    policy, tokenizer = load_policy(policy_name).eval(), load_tokenizer(policy_name)
-    gold, gold_tok = load_reward_model(gold_path).eval(), load_tokenizer(gold_path)
+    policy, tokenizer = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
+    gold, gold_tok = load_reward_model(gold_path).to(device(args)).eval(), load_tokenizer(gold_path)
     judge = RewardJudge(gold, gold_tok, oracle=True, name="gold RM", max_instruction_tokens=args.max_instruction_tokens,
                         max_response_tokens=args.max_response_tokens)
     source = PolicySampleSource(policy, tokenizer, judge, samples_per_prompt=args.samples, seed=0,
@@ -248,20 +229,20 @@ def pm_side(args, policy_name: str, gold_path: str, rl: list[dict], cells: Cells
         p["prompt_ppl"] = ppl
     stats = {"contrast": vars(contrast.last_stats) if contrast.last_stats else None,
              "policy_sample": vars(source.last_stats)}
-    return cells.put("pm_side", {"policy": policy_name, "prompts": prompts, "stats": stats, "seconds": {
+    return {"policy": policy_name, "prompts": prompts, "stats": stats, "seconds": {
         "contrast": t_contrast, "samples_and_judge": t_samples, "pm_loglik": t_loglik,
-        "total": time.monotonic() - start}})
+        "total": time.monotonic() - start}}
 
 
 def signals(args, pm: dict, rm_path: str, rl: list[dict], cell_seed: int) -> dict[str, list[float]]:
     """Every signal per prompt under one flawed RM (larger = more suspicious)."""
-    rm, tok = load_reward_model(rm_path).eval(), load_tokenizer(rm_path)
+    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
     prompts = pm["prompts"]
     questions, answers, owner = [], [], []
     for i, (r, p) in enumerate(zip(rl, prompts)):
         for text in [r["response"], *p["contrast"], *p["samples"]]:
             questions.append(r["instruction"]), answers.append(text), owner.append(i)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(args):
         rewards = reward_scores(rm, tok, questions, answers, batch_size=16, **limits(args)).tolist()
     per: list[list[float]] = [[] for _ in rl]
     for i, value in zip(owner, rewards):
@@ -292,73 +273,82 @@ def detection(args, sig: dict[str, list[float]], labels: list[bool], seed: int) 
             for name, values in sig.items()}
 
 
-def mean_token_loglik(pm: dict) -> dict:
-    """Table 1's number per source: the mean over candidates of (log P_PM(r*|I) / len(r*))."""
-    contrast, kept, all_samples = [], [], []
-    for p in pm["prompts"]:
-        n_c = p["n_contrast"]
-        per = [lp / n for lp, n in zip(p["logprob_sums"], p["lengths"])]
-        contrast += per[:n_c]
-        all_samples += per[n_c:]
-        kept += [v for v, k in zip(per[n_c:], p["sample_kept"]) if k]
-    mean = lambda xs: (float(np.mean(xs)) if xs else math.nan, len(xs))  # noqa: E731
-    return {"contrast": mean(contrast), "policy_sample_kept": mean(kept), "policy_sample_all": mean(all_samples)}
+# Settings that say what to run, not what a cell computes; and the RL-effect runs' own settings.
+RUN_ONLY = ("config", "out", "threads", "quick", "rhos", "seeds", "rl_effect", "rl_seeds", "rl_rho")
+RL_ONLY = ("fraction", "ppo_steps", "val_prompts", "lora_layers", "rl_val_data")
 
 
-def fmt(ci: dict) -> str:
-    return f"{ci['value']:.2f} [{ci['low']:.2f}, {ci['high']:.2f}]"
+def settings_of(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
+    """The JSON-able settings a cell depends on (everything but ``skip``)."""
+    return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
 
 
-def report(args, out: Path, result: dict) -> str:
-    """The markdown tables: plant check, detection per ρ (mean over seeds, and each seed's interval), Table-1 numbers."""
-    lines = ["### Plant check: preference accuracy on demo://preference_val", "",
-             "| RM | ρ | seed | steps | in B | outside B | train s |", "|---|---|---|---|---|---|---|"]
-    for rm in result["rms"]:
-        lines.append(f"| {rm['name']} | {rm['rho']} | {rm['seed']} | {rm['steps']} | {rm['plant']['in_b']:.3f} "
-                     f"(n={rm['plant']['in_b_pairs']}) | {rm['plant']['out_b']:.3f} (n={rm['plant']['out_b_pairs']}) "
-                     f"| {rm['train_seconds']:.0f} |")
-    for metric, title in (("auroc", "AUROC"), ("precision_at_20", "precision at the top 20%")):
-        lines += ["", f"### Detection of 'prompt in B': {title} [95% bootstrap interval over prompts]", "",
-                  "| signal | " + " | ".join(f"ρ={c['rho']} s{c['seed']}" for c in result["cells"]) + " |",
-                  "|---" * (len(result["cells"]) + 1) + "|"]
-        for name, (label, _) in SIGNALS.items():
-            lines.append(f"| {label} | " + " | ".join(fmt(c["detection"][name][metric]) for c in result["cells"]) + " |")
-    ll = result["mean_token_loglik"]
-    lines += ["", "### Candidates' mean token log-likelihood under π_SFT (paper Table 1: llm −1.81, contrast −3.07, "
-              "adversarial −9.2 to −9.9)", "", "| source | mean token log-lik | candidates |", "|---|---|---|"]
-    for name, (value, n) in ll.items():
-        lines.append(f"| {name} | {value:.2f} | {n} |")
-    text = "\n".join(lines) + "\n"
-    files.write_text_atomic(out / "blind_spot.md", text)
-    return text
+def short_hash(key: dict) -> str:
+    """A folder name for what a cell trains: two cells of other settings never share a model folder."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def plot(path: Path, result: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rhos = sorted({c["rho"] for c in result["cells"]}, reverse=True)
-    names = list(SIGNALS)
-    fig, axes = plt.subplots(1, len(rhos), figsize=(3.5 + 4 * len(rhos), 5), sharey=True, squeeze=False)
-    for ax, rho in zip(axes[0], rhos):
-        cells = [c for c in result["cells"] if c["rho"] == rho]
-        for s, cell in enumerate(cells):
-            vals = [cell["detection"][n]["auroc"] for n in names]
-            y = np.arange(len(names)) + 0.35 * s
-            ax.errorbar([v["value"] for v in vals], y, xerr=[[v["value"] - v["low"] for v in vals],
-                                                           [v["high"] - v["value"] for v in vals]],
-                        fmt="o", capsize=3, label=f"seed {cell['seed']}")
-        ax.axvline(0.5, color="gray", linestyle="--")
-        ax.set_title(f"ρ = {rho}", fontsize=10)
-        ax.set_xlabel("AUROC, prompt in B (95% bootstrap)", fontsize=9)
-        ax.set_xlim(0, 1)
-    axes[0][0].set_yticks(np.arange(len(names)) + 0.17)
-    axes[0][0].set_yticklabels([SIGNALS[n][0] for n in names], fontsize=7)
-    axes[0][0].invert_yaxis()
-    axes[0][-1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def held_out_gold_rewards(args, policy, tokenizer, gold, gold_tok, prompts: list[dict]) -> list[float]:
+    """The gold RM's reward of the policy's greedy response to each held-out prompt."""
+    instructions = [r["instruction"] for r in prompts]
+    with torch.inference_mode(), autocast(args):
+        responses = generate_responses(policy.to(device(args)).eval(), tokenizer, instructions, args.new_tokens,
+                                       batch_size=16, max_instruction_tokens=args.max_instruction_tokens,
+                                       progress=False)
+        return reward_scores(gold, gold_tok, instructions, responses, batch_size=16, **limits(args)).tolist()
+
+
+def pruned_rl_data(args, rl: list[dict], condition: str, seam: list[float], seed: int, folder: Path) -> Path:
+    """D_rl for one RL-effect condition as a JSONL file: all of it, or without the top ``fraction`` by SEAM / at random."""
+    drop = round(args.fraction * len(rl)) if condition != "full" else 0
+    order = {"seam": lambda i: -seam[i], "random": lambda i: stable_unit(f"prune:{seed}:{i}")}.get(condition)
+    dropped = set(sorted(range(len(rl)), key=order)[:drop]) if drop else set()
+    rows = [{"instruction": r["instruction"], "response": r["response"], "source": r["source"]}
+            for i, r in enumerate(rl) if i not in dropped]
+    return files.write_text_atomic(folder / f"{condition}_seed{seed}.jsonl",
+                                   "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def rl_effect(args, cells: Cells, settings: dict, policy_name: str, flawed: dict, gold: dict, rl: list[dict],
+              seam: list[float], in_b: frozenset[str], root: Path) -> dict:
+    """PPO with the flawed RM on full vs SEAM-pruned vs random-pruned D_rl, per seed; the gold RM judges held-out prompts.
+
+    SEAM here is the contrast source's score under π_SFT and the flawed RM, the prune SeamCallback makes
+    before the first PPO step (mode="prune"), read from the detection run instead of computed twice.
+    Every condition runs the same number of PPO steps of the same batch size.
+    """
+    val = jsonl(args.rl_val_data)[:args.val_prompts]
+    val_in_b = [module_of(r["source"]) in in_b for r in val]
+    gold_model, gold_tok = load_reward_model(gold["path"]).to(device(args)).eval(), load_tokenizer(gold["path"])
+    rl_settings = {k: getattr(args, k) for k in RL_ONLY}
+    reference = cells.run({"experiment": "blind_spot", "settings": settings, "rl": rl_settings, "cell": "pi_sft"},
+                          lambda: held_out_gold_rewards(args, load_policy(policy_name), load_tokenizer(policy_name),
+                                                        gold_model, gold_tok, val))
+    runs = []
+    for seed in args.rl_seeds:
+        for condition in RL_CONDITIONS:
+            def run(condition=condition, seed=seed) -> dict:
+                t0 = time.monotonic()
+                data = pruned_rl_data(args, rl, condition, seam, seed, root / "rl_data" / flawed["name"])
+                ppo_args = argparse.Namespace(**{**vars(args), "rl_data": str(data), "rl_prompts": None,
+                                                 "sft": policy_name})
+                module = run_ppo(ppo_args, flawed["path"], seed, root=root / "lightning", policy=policy_name)
+                rewards = held_out_gold_rewards(args, module.policy, load_tokenizer(policy_name), gold_model, gold_tok,
+                                                val)
+                del module
+                gc.collect()
+                return {"condition": condition, "seed": seed, "gold_per_prompt": rewards,
+                        "trained_on": sum(1 for _ in open(data, encoding="utf-8")), "seconds": time.monotonic() - t0}
+
+            key = {"experiment": "blind_spot", "settings": settings, "rl": rl_settings, "flawed_rm": flawed["name"],
+                   "cell": "ppo", "condition": condition, "seed": seed}
+            result = cells.run(key, run)
+            runs.append(result)
+            print(f"[blind spot] PPO {condition} seed {seed}: gold reward in B "
+                  f"{np.mean([g for g, b in zip(result['gold_per_prompt'], val_in_b) if b]):.3f}, outside "
+                  f"{np.mean([g for g, b in zip(result['gold_per_prompt'], val_in_b) if not b]):.3f}, "
+                  f"{result['seconds']:.0f} s", flush=True)
+    return summarize_rl_effect(runs, reference, val_in_b, flawed["name"])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -367,59 +357,70 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     root = out / "blind_spot"
     root.mkdir(parents=True, exist_ok=True)
+    # Every cell's key holds the settings it depends on, so a rerun with other settings adds cells
+    # beside the old ones instead of mixing with them, and a killed run resumes where it stopped.
     cells = Cells(root / "cells.jsonl")
-    # A cells file belongs to one configuration: resuming with other settings would mix results.
-    fingerprint = json.loads(json.dumps({k: v for k, v in sorted(vars(args).items())
-                                         if k not in ("out", "threads", "rhos", "seeds", "quick")}))
-    if cells.get("settings") and cells.get("settings")["settings"] != fingerprint:
-        raise SystemExit(f"{root / 'cells.jsonl'} holds results of other settings: pass another --out")
-    if not cells.get("settings"):
-        cells.put("settings", {"settings": fingerprint})
-    policy_name = args.sft if Path(args.sft).exists() else DEFAULT_MODEL
+    settings = settings_of(args, RUN_ONLY + RL_ONLY)
+    policy_name = args.sft if args.sft.startswith("bundled:") or Path(args.sft).exists() else DEFAULT_MODEL
     print(f"[blind spot] π_SFT = {policy_name}" + ("" if policy_name == args.sft else f" ({args.sft} not found)"))
     in_b = blind_spot_modules(args.share, args.partition_seed)
-    train_pairs = jsonl("demo://preference_train")[:args.pref_limit]
-    val = jsonl("demo://preference_val")[:args.pref_val]
-    rl = jsonl("demo://rl_train")[:args.rl_prompts]
+    train_pairs = jsonl(args.preference_data)[:args.pref_limit]
+    val = jsonl(args.preference_val_data)[:args.pref_val]
+    rl = jsonl(args.rl_data)[:args.rl_prompts]
     labels = [module_of(r["source"]) in in_b for r in rl]
     print(f"[blind spot] B: {len(in_b)} modules; D_rl {len(rl)} prompts, {sum(labels)} in B")
     backbone = rm_backbone(args, root)
 
     def rm_cell(name: str, rho: float, seed: int) -> dict:
-        key = f"rm:{name}"
-        if cells.get(key):
-            return cells.get(key)
-        pairs, flipped = flip_pairs(train_pairs, in_b, rho, args.partition_seed)
-        path = files.write_text_atomic(root / "data" / f"{name}.jsonl",
-                                       "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs))
-        export = root / "rms" / name
-        seconds = train_rm(args, backbone, path, seed, export)
-        plant = plant_check(args, load_reward_model(str(export)).eval(), load_tokenizer(str(export)), val, in_b)
-        print(f"[blind spot] RM {name}: {flipped} pairs flipped, accuracy in B {plant['in_b']:.3f}, "
-              f"outside {plant['out_b']:.3f}, {seconds:.0f} s")
-        return cells.put(key, {"name": name, "rho": rho, "seed": seed, "steps": args.rm_steps, "flipped": flipped,
-                               "path": str(export), "plant": plant, "train_seconds": seconds})
+        key = {"experiment": "blind_spot", "settings": settings, "cell": "rm", "rho": rho, "seed": seed}
+
+        def train() -> dict:
+            pairs, flipped = flip_pairs(train_pairs, in_b, rho, args.partition_seed)
+            folder = f"{name}-{short_hash(key)}"
+            path = files.write_text_atomic(root / "data" / f"{folder}.jsonl",
+                                           "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs))
+            export = root / "rms" / folder
+            seconds = train_rm(args, backbone, path, seed, export)
+            plant = plant_check(args, load_reward_model(str(export)).eval(), load_tokenizer(str(export)), val, in_b)
+            print(f"[blind spot] RM {name}: {flipped} pairs flipped, accuracy in B {plant['in_b']:.3f}, "
+                  f"outside {plant['out_b']:.3f}, {seconds:.0f} s", flush=True)
+            return {"name": name, "rho": rho, "seed": seed, "steps": args.rm_steps, "flipped": flipped,
+                    "path": str(export), "plant": plant, "train_seconds": seconds}
+
+        return cells.run(key, train)
 
     gold = rm_cell(f"gold_seed{args.gold_seed}", 0.0, args.gold_seed)
-    pm = pm_side(args, policy_name, gold["path"], rl, cells)
-    rms, detections = [gold], []
+    pm = cells.run({"experiment": "blind_spot", "settings": settings, "cell": "pm_side", "policy": policy_name},
+                   lambda: pm_side(args, policy_name, gold["path"], rl))
+    rms, detections, contrast_seam = [gold], [], {}
     for rho in args.rhos:
         for seed in args.seeds:
             rm = rm_cell(f"flawed_rho{rho}_seed{seed}", rho, seed)
             rms.append(rm)
-            key = f"detect:{rho}:{seed}"
-            if not cells.get(key):
+
+            def detect(rm=rm, rho=rho, seed=seed) -> dict:
                 t0 = time.monotonic()
-                det = detection(args, signals(args, pm, rm["path"], rl, seed), labels, seed)
-                cells.put(key, {"rho": rho, "seed": seed, "detection": det, "seconds": time.monotonic() - t0})
-            detections.append(cells.get(key))
-    result = {"settings": {k: v for k, v in vars(args).items()}, "policy": policy_name, "rm_backbone": backbone,
+                sig = signals(args, pm, rm["path"], rl, seed)
+                return {"rho": rho, "seed": seed, "detection": detection(args, sig, labels, seed),
+                        "seam_contrast": sig["seam_contrast"], "seconds": time.monotonic() - t0}
+
+            cell = cells.run({"experiment": "blind_spot", "settings": settings, "cell": "detect", "rho": rho,
+                              "seed": seed}, detect)
+            detections.append(cell)
+            contrast_seam[rho, seed] = (rm, cell["seam_contrast"])
+    effect = None
+    if args.rl_effect:
+        if (args.rl_rho, args.seeds[0]) not in contrast_seam:
+            raise SystemExit(f"--rl-rho {args.rl_rho} is not among --rhos {args.rhos}")
+        flawed, seam = contrast_seam[args.rl_rho, args.seeds[0]]
+        effect = rl_effect(args, cells, settings, policy_name, flawed, gold, rl, seam, in_b, root)
+    result = {"settings": settings_of(args, ("config",)), "policy": policy_name, "rm_backbone": backbone,
               "b_modules": sorted(in_b), "rl_prompts": len(rl), "rl_in_b": sum(labels), "rms": rms,
               "cells": detections, "pm_side": {"stats": pm["stats"], "seconds": pm["seconds"]},
               "mean_token_loglik": mean_token_loglik(pm), "wall_seconds_this_run": time.monotonic() - started,
-              "rl_effect": "not run (see docs/results.md)"}
+              "rl_effect": effect}
     files.write_json(out / "blind_spot.json", result, default=str, allow_nan=True)
-    print(report(args, out, result))
+    print(report(out, result))
     plot(out / "blind_spot.png", result)
     return result
 

@@ -22,7 +22,8 @@ from seam_lightning.seam.score import seam_score  # noqa: E402
 
 def test_defaults_parse():
     full, quick = exp_blind_spot.parse_args([]), exp_blind_spot.parse_args(["--quick"])
-    assert full.rhos == [1.0, 0.5, 0.25] and full.seeds == [0, 1] and full.rm_backbone == "first:8"
+    assert full.rhos == [1.0, 0.5, 0.25] and full.seeds == [0, 1] and full.rm_backbone == "bundled:SmolLM2-135M-Instruct"
+    assert full.rm_lora_layers == 8 and full.rl_seeds == [0, 1, 2] and not full.rl_effect
     assert quick.rm_steps < full.rm_steps and quick.rl_prompts < full.rl_prompts
     assert exp_blind_spot.parse_args(["--rhos", "0.5", "--seeds", "3"]).rhos == [0.5]
 
@@ -66,8 +67,9 @@ def test_seam_variants_match_the_formula():
 
 def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     tiny = str(tiny_model_dir)
-    argv = ["--quick", "--out", str(tmp_path), "--sft", tiny, "--base", tiny, "--corpus-limit", "40",
-            "--pref-limit", "16", "--batch-size", "4", "--resamples", "50", "--rhos", "1", "--max-response-tokens", "16"]
+    argv = ["--quick", "--out", str(tmp_path), "--sft", tiny, "--base", tiny, "--rm-backbone", tiny,
+            "--corpus-limit", "40", "--pref-limit", "16", "--batch-size", "4", "--resamples", "50", "--rhos", "1",
+            "--max-response-tokens", "16", "--rl-effect"]
     result = exp_blind_spot.main(argv)
     assert result["policy"] == tiny
     assert {c["rho"] for c in result["cells"]} == {1.0}
@@ -76,7 +78,14 @@ def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     assert (tmp_path / "blind_spot.png").stat().st_size > 0
     assert "Plant check" in (tmp_path / "blind_spot.md").read_text()
     rows = [json.loads(line) for line in (tmp_path / "blind_spot" / "cells.jsonl").read_text().splitlines()]
-    assert {r["key"] for r in rows} >= {"pm_side", "detect:1.0:0", "rm:flawed_rho1.0_seed0"}
+    assert {json.loads(r["key"])["cell"] for r in rows} == {"rm", "pm_side", "detect", "pi_sft", "ppo"}
+    # The RL effect: one PPO run per condition, judged on held-out prompts inside and outside B.
+    effect = result["rl_effect"]
+    assert set(effect["conditions"]) == {"full", "seam", "random"} and len(effect["runs"]) == 3
+    assert effect["conditions"]["full"]["trained_on"] == 8 and effect["conditions"]["seam"]["trained_on"] == 6
+    assert effect["conditions"]["full"]["out_b_delta_vs_full"]["mean"] == 0.0  # full against itself
+    assert "RL effect" in (tmp_path / "blind_spot.md").read_text()
     # A rerun resumes: every cell comes from the file, nothing is trained again.
     again = exp_blind_spot.main(argv)
-    assert again["cells"] == result["cells"] and again["wall_seconds_this_run"] < result["wall_seconds_this_run"]
+    assert again["cells"] == result["cells"] and again["rl_effect"] == result["rl_effect"]
+    assert again["wall_seconds_this_run"] < result["wall_seconds_this_run"]
