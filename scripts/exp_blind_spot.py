@@ -25,7 +25,7 @@ without its top --fraction by SEAM (contrast source), and without a random --fra
 rewards each policy's greedy responses to held-out prompts (--rl-val-data), inside and outside B.
 
 Cost. The RM backbone is configurable (--rm-backbone, or 'first:N' blocks of --base for a cheap one);
-the default is the full SmolLM2-135M with LoRA on its top 8 blocks + the scalar head, 400 steps of 8
+the default is the full SmolLM2-135M with LoRA on its top 8 blocks + the scalar head, 250 steps of 8
 pairs at lr 5e-4, in bf16 autocast where the CPU computes bf16 natively (--precision). The PM side
 (candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs. Every
 finished cell (an RM, the PM side, a detection, a PPO run) is appended to <out>/blind_spot/cells.jsonl
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = experiment_parser(__doc__.split("\n\n")[0])
     a = parser.add_argument
     a("--rm-backbone", default=DEFAULT_MODEL, help="the RM backbone: a model name/folder, or 'first:N' (the first N blocks of --base)")
-    a("--rm-steps", type=int, default=None, help="RM training steps (default 400, quick 2)")
+    a("--rm-steps", type=int, default=None, help="RM training steps (default 250, quick 2)")
     a("--rm-lr", type=float, default=5e-4, help="RM learning rate (reward.yaml: 5e-4)")
     a("--rm-lora-layers", type=int, default=8, help="LoRA on the top N blocks of the RM backbone (cli.yaml: 8)")
     a("--max-instruction-tokens", type=int, default=48)
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--fraction", type=float, default=0.2, help="share of D_rl the RL-effect runs prune (paper: 0.2)")
     parser.set_defaults(candidates=None, lora_layers=8)
     args = parser.parse_args(argv)
-    full = dict(rm_steps=400, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=400, candidates=5,
+    full = dict(rm_steps=250, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=400, candidates=5,
                 samples=4, new_tokens=32, rl_seeds=[0, 1, 2], ppo_steps=10, val_prompts=100)
     quick = dict(rm_steps=2, rhos=[1.0, 0.5], seeds=[0], rl_prompts=8, pref_val=8, candidates=2, samples=2,
                  new_tokens=4, rl_seeds=[0], ppo_steps=1, val_prompts=8)
