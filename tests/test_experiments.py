@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from openai_server import MODEL, FakeOpenAI
+from openai_server import MODEL, FakeOpenAI, numbered_reply
 from seam_lightning.eval.judge import PAPER_JUDGE_PROMPT, render_judge_prompt
 from seam_lightning.eval.stats import mean_ci
 
@@ -27,8 +27,9 @@ TINY_SIZES = ["--quick", "--rl-prompts", "8", "--batch-size", "4", "--val-prompt
               "--new-tokens", "4", "--candidates", "2", "--pref-val", "4", "--corpus-limit", "40", "--lora-layers", "2"]
 LADDERS = ["--pm-examples", "0", "4", "--rm-pairs", "0", "4"]
 EXTRA = {"augmentation": ["--rm-steps", "1", "--pref-limit", "8"], "saturation": LADDERS,
+         "data_selection": ["--adv-query-budget", "5"],
          "sanity": [*LADDERS, "--seeds", "0", "1"]}
-CELLS = {"data_selection": 3,  # full, seam, random
+CELLS = {"data_selection": 7,  # π_SFT alone; full, seam_contrast, seam_llm, seam_adv, random, perplexity
          "filter_rate": 3,  # 0 (reference), 20, 40%
          "overlap": 4,  # (SFT, base) x (RM, gold)
          "augmentation": 5,  # the selections, then original, seam, random, full
@@ -43,6 +44,7 @@ MODELS = {"saturation": ["pm-4-seed0", "rm-0-seed0", "rm-4-seed0"],  # k = 0 is 
           "sanity": ["pm-4-seed0", "pm-4-seed1", "rm-0-seed0", "rm-0-seed1", "rm-4-seed0", "rm-4-seed1"]}
 FIGURES = {"saturation": ["saturation.png", "saturation_heatmap.png"]}
 LLM_JUDGED = {"saturation"}  # Q_PM by the LLM judge there; by the gold RM elsewhere
+LLM_SOURCED = {"data_selection"}  # SEAM_GPT's worse answers from the test server
 PROMPT_1 = re.compile(r"\[Question\] (.*) \[The Start of Assistant's Answer\] (.*)"
                       r"\n\n\[The End of Assistant's Answer\]\Z", re.DOTALL)
 
@@ -59,8 +61,12 @@ def rating_of(answer: str) -> int:
 
 
 def rating_reply(request: dict) -> str:
-    """A judge's reply in Prompt 1's format: a short explanation, then [[rating]]."""
-    _, answer = judged(request["messages"][-1]["content"])
+    """A judge's reply in Prompt 1's format: a short explanation, then [[rating]]; to a worse-answers prompt
+    (SEAM_GPT), numbered worse answers."""
+    prompt = request["messages"][-1]["content"]
+    if not PROMPT_1.search(prompt):
+        return numbered_reply(request)
+    _, answer = judged(prompt)
     return f"The answer is short. Rating: [[{rating_of(answer)}]]"
 
 
@@ -79,6 +85,8 @@ def test_experiment_runs_and_resumes_on_tiny_models(name, tiny_model_dir, tmp_pa
         if name in LLM_JUDGED:
             argv += ["--q-pm-judge", "llm", "--judge-endpoint", server.url, "--judge-model", MODEL,
                      "--judge-cache", str(tmp_path / "judge.jsonl")]
+        if name in LLM_SOURCED:
+            argv += ["--llm-endpoint", server.url, "--llm-model", MODEL]
         run_driver(name, argv, monkeypatch)
         out = capsys.readouterr().out
         first = json.loads((tmp_path / f"{name}.json").read_text())
@@ -96,6 +104,8 @@ def test_experiment_runs_and_resumes_on_tiny_models(name, tiny_model_dir, tmp_pa
     table = (tmp_path / f"{name}.md").read_text()
     assert table.startswith("| ") and table.strip() in again  # the printed table, written as markdown
     assert first["settings"]["rl_prompts"] == 8
+    if name in LLM_SOURCED:  # SEAM_GPT ran: its worse answers came from the server
+        assert "seam_llm" in first["variants"] and asked > 0 and not first["left_out"]
     if name in LLM_JUDGED:
         assert first["q_pm_judge"]["judge"] == "llm" and asked > 0
         assert all(judged(p)[0] for p in server.prompts)  # every request was a rendered Prompt 1
@@ -226,3 +236,37 @@ def test_a_drivers_own_config_parses_alone_and_over_the_shared_one(config, monke
     layered = printed_config(name, [shared, config], monkeypatch, capsys)
     expected = {**yaml.safe_load(shared.read_text()), **own}  # the later file wins
     assert {k: layered[k] for k in expected} == expected
+
+
+def test_data_selection_over_the_ladders_top_pair_reuses_its_models_and_notes_what_it_leaves_out(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    tiny = str(tiny_model_dir)
+    common = ["--base", tiny, "--gold-rm", tiny, *TINY_SIZES, *LADDERS, "--ladder-top", "1", "--seeds", "0", "1",
+              "--variants", "full", "seam_contrast", "seam_llm", "random"]
+    run_driver("data_selection", ["--out", str(tmp_path / "first"), *common], monkeypatch)
+    first_out = capsys.readouterr().out
+    models = sorted(p.name for p in (tmp_path / "first" / "models").iterdir())
+    # A second study reads the first one's ladder (as it would the saturation run's): nothing is trained again.
+    run_driver("data_selection", ["--out", str(tmp_path / "second"), "--ladder-dir", str(tmp_path / "first"),
+                                  *common], monkeypatch)
+    second_out = capsys.readouterr().out
+    assert "[ladder]" in first_out and "[ladder]" not in second_out and not (tmp_path / "second" / "models").exists()
+    assert sorted(p.name for p in (tmp_path / "first" / "models").iterdir()) == models
+
+    result = json.loads((tmp_path / "second" / "data_selection.json").read_text())
+    assert "NOTE: seam_llm (SEAM_GPT) left out" in second_out and result["left_out"]  # never silently
+    assert result["variants"] == ["full", "seam_contrast", "random"]
+    (pair,) = result["pairs"]  # rank 1: the last rung of each ladder, the PM trained on 4 examples
+    assert pair["pm_id"]["examples"] == 4 and pair["rm_id"]["pairs"] == 4
+    assert Path(pair["pm"]).parent == Path(pair["rm"]).parent == tmp_path / "first" / "models"
+    assert [(r["variant"], r["seed"]) for r in result["runs"]] == [(v, s) for v in result["variants"] for s in (0, 1)]
+    runs = {(r["variant"], r["seed"]): r for r in result["runs"]}
+    for row in result["rows"]:
+        pruned = 0 if row["variant"] == "full" else 2  # 20% of 8 prompts
+        assert row["prompts_trained_on"] == 8 - pruned
+        assert all(len(runs[row["variant"], s]["pruned_ids"]) == pruned for s in (0, 1))
+        if row["variant"] != "full":  # Δ: per-prompt differences to full of the same seed, pooled over seeds
+            diffs = [a - b for s in (0, 1) for a, b in zip(runs[row["variant"], s]["q_pm_per_prompt"],
+                                                           runs["full", s]["q_pm_per_prompt"])]
+            assert row["delta_vs_full"] == pytest.approx(mean_ci(diffs).to_dict())
+    assert (tmp_path / "second" / "data_selection.png").read_bytes()[:4] == b"\x89PNG"

@@ -8,10 +8,15 @@ initialised reward head, untrained (the paper's "pretrained model replaced with 
 initialized classifier head"). With the default pairing, rung 0 is the base model and the
 base model with a random head, as in the paper.
 
-Each trained model is exported to ``<out>/models/<pm|rm>-<size>-seed<seed>-<hash>``, the hash
+Each trained model is exported to ``<ladder_dir or out>/models/<pm|rm>-<size>-seed<seed>-<hash>``, the hash
 taken over every setting its training depends on: a rerun, or the other driver, with the
 same settings reuses it, and one with other settings trains its own. Exports are written
-beside their place and renamed, so an existing folder is a finished model.
+beside their place and renamed, so an existing folder is a finished model. The drivers that
+reuse the ladder (data selection, overlap) take ``--ladder-dir``: pointed at the saturation
+run's ``--out``, with the same ladder settings, they read its models instead of training them.
+
+Rank r (paper §4.2, §7, App. E.2) counts from the top of the ladder: rank 1 is the last rung,
+the best PM and RM.
 """
 
 from __future__ import annotations
@@ -65,9 +70,25 @@ def check_ladders(args: argparse.Namespace) -> None:
                          f"got {len(args.pm_examples)} PMs and {len(args.rm_pairs)} RMs")
 
 
+def add_ladder_reuse_args(parser) -> None:
+    """The flags of a driver that reads the ladder's models: where they are and which seed trained them."""
+    p = parser.add_argument
+    p("--ladder-dir", default=None, help="folder whose models/ holds the ladder (default --out); the saturation "
+                                         "run's --out reuses its models when the ladder settings match")
+    p("--ladder-seed", type=int, default=0, help="seed the ladder's models were trained with (saturation: --seed)")
+
+
+def rung_of_rank(args: argparse.Namespace, rank: int) -> int:
+    """The ladder position of rank ``rank`` (1 = the last rung, the best models); refused outside the ladder."""
+    rungs = len(args.pm_examples)
+    if not 1 <= rank <= rungs:
+        raise SystemExit(f"rank {rank} is outside the ladder of {rungs} rungs (ranks 1..{rungs})")
+    return rungs - rank
+
+
 def _folder(args: argparse.Namespace, kind: str, size: int, seed: int, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(args.out) / "models" / f"{kind}-{size}-seed{seed}-{digest}"
+    return Path(getattr(args, "ladder_dir", None) or args.out) / "models" / f"{kind}-{size}-seed{seed}-{digest}"
 
 
 def _common_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
