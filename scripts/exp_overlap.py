@@ -2,14 +2,25 @@
 
     python scripts/exp_overlap.py                   # 64 prompts, 30 candidates, 4 model pairs (~3 min)
     python scripts/exp_overlap.py --quick           # 16 prompts, 10 candidates
+    python scripts/exp_overlap.py --config scripts/experiments/configs/overlap_demo.yaml   # ranks 1-3 of the
+                                                    # saturation demo's ladder, its models reused from results/
+    python scripts/exp_overlap.py --config scripts/experiments/configs/paper.yaml \
+        --config scripts/experiments/configs/overlap_paper.yaml                 # Table 3: ranks 1, 3, 5
 
-The same D_rl and the same SEAM_Contrast candidates are scored with SEAM under every pair
-of PM ∈ {π_SFT (--sft), the base model without SFT (--base)} and RM ∈ {the training RM
-(--rm), the gold RM (--gold-rm)}. Here SEAM is the PM–RM discrepancy, so the "low-
+The same D_rl and the same SEAM_Contrast candidates are scored with SEAM under several (PM, RM)
+pairs. By default: every pair of PM ∈ {π_SFT (--sft), the base model without SFT (--base)} and
+RM ∈ {the training RM (--rm), the gold RM (--gold-rm)}. With ``--ladder-ranks``, as the paper
+builds Table 3: the rank r PM with the rank r RM of the saturation study's ladders for each r
+given (paper: 1, 3, 5; rank 1 = the best, the ladder's last rung), the models read from
+``--ladder-dir`` (the saturation run's --out) or trained there (experiments/ladder.py, the
+same --pm-examples/--rm-pairs/--rm-backbone flags). App. E.2 does not say which SEAM variant
+it compares ("following the previous setup"); we use SEAM_Contrast, the one that needs no
+chat model. Here SEAM is the PM–RM discrepancy, so the "low-
 seamlessness" set of the paper is the ``--fraction`` of prompts with the *largest* SEAM
 (the set SeamCallback would prune). For every two model pairs A, B the table gives the
 overlap |S_A ∩ S_B| / |S_A| of those sets (chance level: the fraction itself) and the
-Spearman rank correlation of the full score vectors. Each model pair's scores are appended to
+Spearman rank correlation of the full score vectors; ``overlap.md`` shows the overlaps first as
+Table 3 does (a lower-triangular matrix). Each model pair's scores are appended to
 ``<out>/overlap.cells.jsonl`` as soon as they are done, so a rerun after a crash scores only
 the pairs it lacks. Writes ``<out>/overlap.json``, ``.md`` (the table) and ``.png`` (a heatmap
 of the overlaps).
@@ -24,8 +35,12 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from experiments.common import (Cells, cell_key, experiment_parser, contrast_source, ensure_gold_rm, figure, resolve,
-                                rl_records, save_figure, seam_scores, write_json, write_table)
+from experiments.common import (Cells, cell_key, experiment_parser, contrast_source, ensure_gold_rm, figure,
+                                markdown_table, resolve, rl_records, save_figure, seam_scores, write_json)
+from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
+                                add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm, pm_key, rm_key,
+                                rung_of_rank)
+from seam_lightning import files
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam
 
@@ -43,6 +58,32 @@ def heatmap(path: Path, names: list[str], matrix: list[list[float]], title: str)
     save_figure(fig, ax, path, title)
 
 
+def model_pairs(args: argparse.Namespace) -> dict[str, dict]:
+    """Name -> {pm, rm: paths; pm_id, rm_id: what identifies them in cell keys} of every scored (PM, RM) pair."""
+    if not args.ladder_ranks:
+        pms = {"SFT": args.sft, "base": args.base}
+        rms = {"RM": args.rm, "gold": args.gold_rm}
+        return {f"PM {pm_name} / RM {rm_name}": {"pm": pm, "rm": rm, "pm_id": pm_name, "rm_id": rm_name}
+                for (pm_name, pm), (rm_name, rm) in itertools.product(pms.items(), rms.items())}
+    check_ladders(args)
+    if len(set(args.ladder_ranks)) != len(args.ladder_ranks):
+        raise SystemExit(f"--ladder-ranks must be distinct, got {args.ladder_ranks}")
+    pairs, seed = {}, args.ladder_seed
+    for rank in args.ladder_ranks:
+        rung = rung_of_rank(args, rank)
+        k = args.pm_examples[rung]
+        pairs[f"rank {rank}"] = {"pm": ensure_pm(args, k, seed), "rm": ensure_rm(args, rung, seed),
+                                 "pm_id": pm_key(args, k, seed), "rm_id": rm_key(args, rung, seed)}
+    return pairs
+
+
+def table_3(names: list[str], matrix: list[list[float]]) -> str:
+    """The overlaps as the paper's Table 3 lays them out: a lower-triangular matrix, '-' on the diagonal."""
+    rows = [[a] + [f"{matrix[i][j]:.0%}" if j < i else "-" if j == i else "" for j in range(len(names))]
+            for i, a in enumerate(names)]
+    return markdown_table(["model combo"] + names, rows)
+
+
 def score_cell(args: argparse.Namespace, pm: str, rm: str, examples: list[SeamExample]) -> dict:
     """SEAM of every example under one (PM, RM) pair, as [id, score] pairs (JSON keeps no int keys)."""
     t0 = time.monotonic()
@@ -53,24 +94,30 @@ def score_cell(args: argparse.Namespace, pm: str, rm: str, examples: list[SeamEx
 def main() -> None:
     parser = experiment_parser(__doc__)
     parser.add_argument("--fraction", type=float, default=0.2, help="size of the compared sets (paper: 0.2)")
+    parser.add_argument("--ladder-ranks", type=int, nargs="+", default=None,
+                        help="score (rank r PM, rank r RM) of the ladder for each r (paper Table 3: 1 3 5; 1 = best) "
+                             "instead of the SFT/base x RM/gold pairs")
+    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
+                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_reuse_args(parser)
     args = parser.parse_args()
-    resolve(args)
+    resolve(args, models=() if args.ladder_ranks else ("sft", "rm"),
+            pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES), rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
     started = time.monotonic()
-    gold = ensure_gold_rm(args)
+    gold = None if args.ladder_ranks else ensure_gold_rm(args)  # the ladder mode compares no gold RM
     records = rl_records(args)
     instructions = [r.text["instruction"] for r in records]
     responses = [r.text["response"] for r in records]
     candidates = contrast_source(args).candidates(instructions, responses, args.candidates)
     examples = [SeamExample(r.id, i, g, list(c)) for r, i, g, c in zip(records, instructions, responses, candidates)]
 
-    pms = {"SFT": args.sft, "base": args.base}
-    rms = {"RM": args.rm, "gold": args.gold_rm}
+    models = model_pairs(args)
     cells, scores = Cells(Path(args.out) / "overlap.cells.jsonl"), {}
-    for (pm_name, pm), (rm_name, rm) in itertools.product(pms.items(), rms.items()):
-        key = cell_key(args, "overlap", pm=pm_name, pm_path=pm, rm=rm_name, rm_path=rm)
-        scored = cells.run(key, lambda: score_cell(args, pm, rm, examples))
-        scores[f"PM {pm_name} / RM {rm_name}"] = {int(i): seam for i, seam in scored["scores"]}
-        print(f"[PM {pm_name} / RM {rm_name}] scored {len(examples)} prompts in {scored['seconds']:.0f} s", flush=True)
+    for name, pair in models.items():
+        key = cell_key(args, "overlap", pm=pair["pm_id"], pm_path=pair["pm"], rm=pair["rm_id"], rm_path=pair["rm"])
+        scored = cells.run(key, lambda: score_cell(args, pair["pm"], pair["rm"], examples))
+        scores[name] = {int(i): seam for i, seam in scored["scores"]}
+        print(f"[{name}] scored {len(examples)} prompts in {scored['seconds']:.0f} s", flush=True)
 
     names = list(scores)
     ids = sorted(scores[names[0]])
@@ -86,18 +133,22 @@ def main() -> None:
     # Prompts with SEAM 0 tie; ties are broken by id, so a set reaching into them is partly arbitrary.
     positive = {name: sum(v > 0 for v in s.values()) for name, s in scores.items()}
     write_json(Path(args.out) / "overlap.json",
-               {"settings": vars(args), "gold_rm": gold, "names": names, "overlap_matrix": matrix, "pairs": pairs,
+               {"settings": vars(args), "gold_rm": gold, "names": names, "models": models,
+                "overlap_matrix": matrix, "pairs": pairs,
                 "selected": {k: sorted(v) for k, v in selected.items()}, "scores": scores,
                 "prompts_with_candidates": with_candidates, "positive_seam": positive, "seconds": seconds})
 
     size = len(next(iter(selected.values())))
-    print(f"\nSettings: D_rl {len(records)} demo prompts ({with_candidates} with at least one candidate), "
+    gold_text = f"gold RM held-out accuracy {gold['accuracy']:.3f}; " if gold else ""
+    print(f"\nSettings: D_rl {len(records)} prompts ({with_candidates} with at least one candidate), "
           f"{args.candidates} SEAM_Contrast candidates, sets = top {args.fraction:.0%} by SEAM ({size} prompts); "
-          f"gold RM held-out accuracy {gold['accuracy']:.3f}; total {seconds:.0f} s")
+          f"{gold_text}total {seconds:.0f} s")
     print("prompts with SEAM > 0: " + ", ".join(f"{name}: {n}" for name, n in positive.items()))
-    write_table(Path(args.out) / "overlap.md",
-                ["model pair A", "model pair B", "shared", "overlap |A∩B|/|A|", "chance", "Spearman ρ"],
-                [[p["a"], p["b"], p["shared"], p["overlap"], args.fraction, p["spearman"]] for p in pairs])
+    text = table_3(names, matrix) + "\n\n" + markdown_table(
+        ["model pair A", "model pair B", "shared", "overlap |A∩B|/|A|", "chance", "Spearman ρ"],
+        [[p["a"], p["b"], p["shared"], p["overlap"], args.fraction, p["spearman"]] for p in pairs])
+    print(text)
+    files.write_text_atomic(Path(args.out) / "overlap.md", text + "\n")
     heatmap(Path(args.out) / "overlap.png", names, matrix,
             f"Overlap of top-{args.fraction:.0%} SEAM sets (App. E.2), {len(records)} prompts; chance {args.fraction}")
     print(f"wrote {Path(args.out) / 'overlap.json'}, .md and .png")

@@ -270,3 +270,36 @@ def test_data_selection_over_the_ladders_top_pair_reuses_its_models_and_notes_wh
                                                            runs["full", s]["q_pm_per_prompt"])]
             assert row["delta_vs_full"] == pytest.approx(mean_ci(diffs).to_dict())
     assert (tmp_path / "second" / "data_selection.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_overlap_of_rank_matched_ladder_pairs_is_table_3_of_the_top_seam_sets(tiny_model_dir, tmp_path, monkeypatch,
+                                                                              capsys):
+    tiny = str(tiny_model_dir)
+    argv = ["--out", str(tmp_path), "--base", tiny, *TINY_SIZES, *LADDERS, "--ladder-ranks", "1", "2"]
+    run_driver("overlap", argv, monkeypatch)
+    result = json.loads((tmp_path / "overlap.json").read_text())
+    assert result["names"] == ["rank 1", "rank 2"] and result["gold_rm"] is None  # no gold RM trained for this
+    assert result["models"]["rank 1"]["pm_id"]["examples"] == 4 and result["models"]["rank 1"]["rm_id"]["pairs"] == 4
+    assert result["models"]["rank 2"]["pm"] == tiny and result["models"]["rank 2"]["rm_id"]["pairs"] == 0
+
+    def top(scores: dict[str, float]) -> set[int]:  # the largest 20% of 8 by SEAM, ties to the smaller id
+        return {int(i) for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], int(kv[0])))[:2]}
+
+    one, two = top(result["scores"]["rank 1"]), top(result["scores"]["rank 2"])
+    assert [set(s) for s in result["selected"].values()] == [one, two]
+    overlap = len(one & two) / 2
+    assert result["overlap_matrix"] == [[1.0, overlap], [overlap, 1.0]]
+    table = (tmp_path / "overlap.md").read_text()
+    assert f"| rank 2 | {overlap:.0%} | - |" in table and "| rank 1 | - |  |" in table  # lower triangle, as Table 3
+    run_driver("overlap", argv, monkeypatch)  # a rerun scores nothing again
+    assert capsys.readouterr().out.count("saved result reused") == 2
+
+
+def test_table_3_layout_is_the_papers_lower_triangle(scripts):
+    from exp_overlap import table_3
+
+    names = ["rank 1", "rank 3", "rank 5"]
+    matrix = [[1.0, 0.72, 0.64], [0.72, 1.0, 0.69], [0.64, 0.69, 1.0]]  # the paper's Table 3
+    lines = table_3(names, matrix).splitlines()
+    assert lines[0] == "| model combo | rank 1 | rank 3 | rank 5 |"
+    assert lines[2:] == ["| rank 1 | - |  |  |", "| rank 3 | 72% | - |  |", "| rank 5 | 64% | 69% | - |"]
