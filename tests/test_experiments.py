@@ -22,28 +22,31 @@ from seam_lightning.eval.judge import PAPER_JUDGE_PROMPT, render_judge_prompt
 from seam_lightning.eval.stats import mean_ci
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-DRIVERS = ["data_selection", "filter_rate", "overlap", "augmentation", "saturation", "sanity"]
+DRIVERS = ["data_selection", "filter_rate", "overlap", "augmentation", "saturation", "sanity", "scaling"]
 TINY_SIZES = ["--quick", "--rl-prompts", "8", "--batch-size", "4", "--val-prompts", "2", "--ppo-steps", "1",
               "--new-tokens", "4", "--candidates", "2", "--pref-val", "4", "--corpus-limit", "40", "--lora-layers", "2"]
 LADDERS = ["--pm-examples", "0", "4", "--rm-pairs", "0", "4"]
 EXTRA = {"augmentation": ["--rm-steps", "1", "--pref-limit", "8"], "saturation": LADDERS,
          "data_selection": ["--adv-query-budget", "5"],
-         "sanity": [*LADDERS, "--seeds", "0", "1"]}
+         "sanity": [*LADDERS, "--seeds", "0", "1"],
+         "scaling": [*LADDERS, "--sizes", "first:1", "SELF"]}  # SELF: the tiny model itself (2 blocks)
 CELLS = {"data_selection": 7,  # π_SFT alone; full, seam_contrast, seam_llm, seam_adv, random, perplexity
          "filter_rate": 3,  # 0 (reference), 20, 40%
          "overlap": 4,  # (SFT, base) x (RM, gold)
          "augmentation": 5,  # the selections, then original, seam, random, full
          "saturation": 8,  # 2 PMs, 2 RMs, 2 x 2 PPO runs
-         "sanity": 8}  # 2 seeds x (2 PMs + 2 RMs)
+         "sanity": 8,  # 2 seeds x (2 PMs + 2 RMs)
+         "scaling": 2}  # 2 sizes
 FROM_CELLS = {"data_selection": ["rows", "runs"], "filter_rate": ["rows"], "overlap": ["pairs", "overlap_matrix"],
               "augmentation": ["selected", "rows"], "saturation": ["pms", "rms", "grid"],
-              "sanity": ["pms", "rms", "rows"]}
+              "sanity": ["pms", "rms", "rows"], "scaling": ["rows"]}
 """The parts of each result built from cells: a rerun must reproduce them exactly. (Other parts may be
 recomputed: the tiny model loaded as a reward model gets a new random head each time.)"""
 MODELS = {"saturation": ["pm-4-seed0", "rm-0-seed0", "rm-4-seed0"],  # k = 0 is the base model itself: not exported
-          "sanity": ["pm-4-seed0", "pm-4-seed1", "rm-0-seed0", "rm-0-seed1", "rm-4-seed0", "rm-4-seed1"]}
+          "sanity": ["pm-4-seed0", "pm-4-seed1", "rm-0-seed0", "rm-0-seed1", "rm-4-seed0", "rm-4-seed1"],
+          "scaling": ["pm-4-seed0", "pm-4-seed0", "rm-4-seed0", "rm-4-seed0"]}  # per size; weak PM (k=0) = base
 FIGURES = {"saturation": ["saturation.png", "saturation_heatmap.png"]}
-LLM_JUDGED = {"saturation"}  # Q_PM by the LLM judge there; by the gold RM elsewhere
+LLM_JUDGED = {"saturation", "scaling"}  # Q_PM by the LLM judge there; by the gold RM elsewhere
 LLM_SOURCED = {"data_selection"}  # SEAM_GPT's worse answers from the test server
 PROMPT_1 = re.compile(r"\[Question\] (.*) \[The Start of Assistant's Answer\] (.*)"
                       r"\n\n\[The End of Assistant's Answer\]\Z", re.DOTALL)
@@ -80,7 +83,7 @@ def run_driver(name: str, argv: list[str], monkeypatch) -> None:
 def test_experiment_runs_and_resumes_on_tiny_models(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
     tiny = str(tiny_model_dir)
     argv = ["--out", str(tmp_path), "--sft", tiny, "--rm", tiny, "--base", tiny, "--gold-rm", tiny, *TINY_SIZES,
-            *EXTRA.get(name, [])]
+            *[tiny if arg == "SELF" else arg for arg in EXTRA.get(name, [])]]
     with FakeOpenAI(reply=rating_reply) as server:
         if name in LLM_JUDGED:
             argv += ["--q-pm-judge", "llm", "--judge-endpoint", server.url, "--judge-model", MODEL,
@@ -303,3 +306,30 @@ def test_table_3_layout_is_the_papers_lower_triangle(scripts):
     lines = table_3(names, matrix).splitlines()
     assert lines[0] == "| model combo | rank 1 | rank 3 | rank 5 |"
     assert lines[2:] == ["| rank 1 | - |  |  |", "| rank 3 | 72% | - |  |", "| rank 5 | 64% | 69% | - |"]
+
+
+def test_scaling_match_rate_is_the_share_of_reference_preferences_the_rank_1_rm_shares(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch, scripts):
+    import exp_scaling
+
+    def answers(args, path, instructions):  # the tiny model answers only newlines: make the two PMs differ
+        word = "trained" if "/models/pm-" in path else "base"
+        return [f"{word} answer " * (1 + i % 3) + instruction[:12] for i, instruction in enumerate(instructions)]
+
+    monkeypatch.setattr(exp_scaling, "answers", answers)
+    tiny = str(tiny_model_dir)
+    monkeypatch.setattr(sys, "argv", ["exp_scaling.py", "--out", str(tmp_path), "--base", tiny, "--gold-rm", tiny,
+                                      *TINY_SIZES, *LADDERS, "--sizes", "first:1", tiny])
+    exp_scaling.main()  # the gold RM (a random head) judges: continuous rewards
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert [r["size"] for r in rows] == ["first:1", tiny]
+    truncated = json.loads((Path(rows[0]["base"]) / "config.json").read_text())
+    assert truncated["num_hidden_layers"] == 1 and rows[0]["parameters"] < rows[1]["parameters"]
+    for row in rows:
+        assert row["models"]["weak_pm"] == row["base"]  # rank 2 of the [0, 4] ladder: the base model itself
+        decided = [(ra, rb, ma, mb) for ra, rb, ma, mb in zip(row["reference_a"], row["reference_b"], row["rm_a"],
+                                                              row["rm_b"]) if ra != rb]
+        agree = sum((ra > rb and ma > mb) or (rb > ra and mb > ma) for ra, rb, ma, mb in decided)
+        assert row["pairs_compared"] == len(decided) > 0 and row["match_rate"] == pytest.approx(agree / len(decided))
+        assert 0.0 <= row["q_rm"] <= 1.0 and row["q_pm"]["n"] == 2
+    assert "| first:1 |" in (tmp_path / "scaling.md").read_text()
