@@ -84,6 +84,7 @@ def parameter_count(model: str) -> int:
 
     with init_empty_weights():
         empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(model)))
+    empty.tie_weights()  # from_config leaves tied input/output embeddings apart: they would count twice
     return sum(p.numel() for p in empty.parameters())
 
 

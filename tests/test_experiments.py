@@ -333,3 +333,28 @@ def test_scaling_match_rate_is_the_share_of_reference_preferences_the_rank_1_rm_
         assert row["pairs_compared"] == len(decided) > 0 and row["match_rate"] == pytest.approx(agree / len(decided))
         assert 0.0 <= row["q_rm"] <= 1.0 and row["q_pm"]["n"] == 2
     assert "| first:1 |" in (tmp_path / "scaling.md").read_text()
+
+
+def test_parameter_count_counts_tied_embeddings_once(scripts, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+    from exp_scaling import parameter_count
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    unique = {id(p): p.numel() for p in model.parameters()}  # what the loaded model really holds
+    assert parameter_count(str(tiny_model_dir)) == sum(unique.values())
+
+
+def test_data_selection_ladder_pairs_are_rank_matched_or_the_grid(scripts, monkeypatch):
+    import argparse
+    import exp_data_selection
+
+    monkeypatch.setattr(exp_data_selection, "ensure_pm", lambda args, k, seed: f"pm{k}")
+    monkeypatch.setattr(exp_data_selection, "ensure_rm", lambda args, rung, seed: f"rm{args.rm_pairs[rung]}")
+    args = argparse.Namespace(pm_examples=[0, 10, 20, 30], rm_pairs=[0, 5, 6, 7], rm_backbone="rank", ladder_top=2,
+                              ladder_seed=0, ladder_pairs="matched", base="b", sft_data="d", preference_data="p",
+                              sft_epochs=1, rm_epochs=1, lora_layers=2, batch_size=4, precision="32-true")
+    matched = [(p.pm, p.rm) for p in exp_data_selection.model_pairs(args)]
+    assert matched == [("pm30", "rm7"), ("pm20", "rm6")]  # rank 1 = the last rung, then rank 2
+    args.ladder_pairs = "grid"
+    grid = [(p.pm, p.rm) for p in exp_data_selection.model_pairs(args)]
+    assert grid == [("pm30", "rm7"), ("pm30", "rm6"), ("pm20", "rm7"), ("pm20", "rm6")]
