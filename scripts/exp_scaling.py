@@ -130,12 +130,14 @@ def size_cell(args: argparse.Namespace, judges: Judges, size: str) -> dict:
     ladder = size_args(args, size_model(args, size))
     models = ladder_models(ladder)
     drl = [r.text["instruction"] for r in rl_records(args)]
-    strong, weak = answers(args, models["pm"], drl), answers(args, models["weak_pm"], drl)
+    # The rank 1 PM answers D_rl and the held-out prompts in one load (a large model is loaded once).
+    both = answers(args, models["pm"], drl + judges.instructions)
+    strong, held_out, weak = both[:len(drl)], both[len(drl):], answers(args, models["weak_pm"], drl)
     reference_a, reference_b = judges.q_pm_scores(drl, strong), judges.q_pm_scores(drl, weak)
     prefers_a = reference_preferences(reference_a, reference_b)
     rm, rm_tokenizer = load_reward_model(models["rm"]).to(device(args)).eval(), load_tokenizer(models["rm"])
     rm_a, rm_b = rm_rewards(args, rm, rm_tokenizer, drl, strong), rm_rewards(args, rm, rm_tokenizer, drl, weak)
-    q_pm_scores = judges.q_pm_scores(judges.instructions, answers(args, models["pm"], judges.instructions))
+    q_pm_scores = judges.q_pm_scores(judges.instructions, held_out)
     compared = sum(p is not None for p in prefers_a)
     if not compared:  # e.g. a judge rating every answer of both PMs alike: no preference to match
         print(f"[{size}] the reference ties all {len(drl)} pairs: no match rate", flush=True)
