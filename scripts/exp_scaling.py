@@ -174,18 +174,22 @@ def rate_text(rate: float | None) -> str:
 
 def plot(path: Path, rows: list[dict], label: str, title: str) -> None:
     """Table 2 as three panels against the base model's parameter count: match rate, Q_PM (95% CI), Q_RM."""
-    fig, axes = figure(12, 3.8, ncols=3)
+    fig, axes = figure(12, 4, ncols=3)
     x = [r["parameters"] for r in rows]
     axes[0].plot(x, [float("nan") if r["match_rate"] is None else r["match_rate"] for r in rows], marker="o")
-    axes[0].set_ylabel("match rate (RM vs reference)")
+    axes[0].set_ylabel("match rate: rank 1 RM vs the reference")
     errors = [[r["q_pm"]["mean"] - r["q_pm"]["low"] for r in rows], [r["q_pm"]["high"] - r["q_pm"]["mean"] for r in rows]]
     axes[1].errorbar(x, [r["q_pm"]["mean"] for r in rows], yerr=errors, marker="o", capsize=4)
     axes[1].set_ylabel(f"rank 1 PM: {label}")
     axes[2].plot(x, [r["q_rm"] for r in rows], marker="o")
     axes[2].set_ylabel("rank 1 RM: Q_RM (held-out accuracy)")
-    for ax in axes:
+    ticks = [f"{r['size'].rsplit('/', 1)[-1]}\n{r['parameters'] / 1e6:.1f}M" for r in rows]
+    for ax, name in zip(axes, ("match rate", "Q_PM", "Q_RM")):
         ax.set_xscale("log")
-        ax.set_xlabel("base model parameters")
+        ax.minorticks_off()  # one labelled tick per size instead of log-scale minor labels
+        ax.set_xticks(x, ticks, fontsize=7)
+        ax.set_xlabel("base model (parameters)")
+        ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, axes[2], path, "Q_RM")
 
