@@ -31,12 +31,8 @@ rollout's policy forward itself is counted although generation computed those st
 once already: its KV-cached log-probs are not equal to a full forward's (see
 ``SeededSampling``), so the forward is kept for exactness.
 
-FLOPs: 2 per weight per token for every linear layer (the LM head only where its output
-is used), plus causal attention (4 · heads · head_dim · context per token and layer). A
-backward pass costs 2 per frozen weight per token (gradients of activations) in the blocks
-from the lowest adapted one up, and 4 per LoRA weight per token (activations and the weight
-gradient); blocks below the lowest adapter run no backward. This is the "6 × parameters ×
-tokens" rule applied to what is actually trained. Tokens are the real (unpadded) ones.
+FLOPs are counted as ``experiments/flops.py`` says (2 per weight per token, causal attention,
+backward through the adapted blocks only), over the real (unpadded) tokens.
 The floors assume the machine's best large-GEMM rate at every shape, so small shapes
 (decoding 8 rows, the tiny model's 64-wide layers) cannot reach them: the fraction
 shows how far. The tiny model's weights fit in cache, so its generation floor (from the
@@ -60,13 +56,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: E402
-from torch import nn  # noqa: E402
 
 import seam_lightning.modules.ppo as ppo_module  # noqa: E402
 from seam_lightning import DataSource, LoRASettings, PPOModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
-from seam_lightning.models.forward import unwrap  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL  # noqa: E402
+
+from experiments.flops import backward_flops, forward_flops, generation_floor, shape_of  # noqa: E402
 
 PRECISION = {"float32": ("float32", "32-true"), "bf16-mixed": ("float32", "bf16-mixed"),
              "bfloat16": ("bfloat16", "32-true")}
@@ -114,90 +110,6 @@ class Machine:
         if bf16:  # a smaller GEMM: without native bf16 (AVX-512 BF16 / AMX) it is ~10x slower than fp32
             flops[torch.bfloat16] = matmul_rate(torch.bfloat16, size=1024)
         return Machine(flops, read_bandwidth())
-
-
-# -- FLOPs and bytes of a model ---------------------------------------------------------------------
-
-
-@dataclass
-class Shape:
-    """What the floors need to know about one model: weights per block, LoRA, head, attention."""
-
-    frozen_per_block: list[int]  # frozen weights of block i
-    lora_per_block: list[int]  # LoRA weights of block i
-    head: int  # LM head (V·H) or score head (H) weights
-    attention_width: int  # heads · head_dim
-    kv_width: int  # key/value heads · head_dim
-    weight_bytes: int  # every weight read to decode one token: blocks, LoRA, head
-
-    @property
-    def blocks(self) -> int:
-        return sum(self.frozen_per_block) + sum(self.lora_per_block)
-
-    @property
-    def first_adapted(self) -> int:
-        """The lowest block with LoRA weights: the blocks below it are a frozen function of the tokens."""
-        adapted = [i for i, n in enumerate(self.lora_per_block) if n]
-        return adapted[0] if adapted else len(self.lora_per_block)
-
-
-def shape_of(model: nn.Module, head_name: str) -> Shape:
-    inner = unwrap(model)
-    config = inner.config
-    layers = config.num_hidden_layers
-    frozen, lora, weight_bytes, head = [0] * layers, [0] * layers, 0, 0
-    for name, p in inner.named_parameters():
-        if f"{head_name}." in name or "embed_tokens" in name:
-            continue  # counted below: the head once (tied or not), the embedding lookup reads B rows only
-        parts = name.split(".")
-        if "layers" not in parts:
-            continue  # final norm: no FLOPs worth counting
-        block = int(parts[parts.index("layers") + 1])
-        (lora if "lora_" in name else frozen)[block] += p.numel()
-        weight_bytes += p.numel() * p.element_size()
-    head_weight = getattr(inner, head_name).weight if head_name == "score" else inner.get_output_embeddings().weight
-    head = head_weight.numel()
-    weight_bytes += head * head_weight.element_size()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return Shape(frozen, lora, head, config.num_attention_heads * head_dim, kv_heads * head_dim, weight_bytes)
-
-
-def attention_flops(shape: Shape, lengths: list[int], blocks: int) -> float:
-    """Causal attention of full sequences: Σ_i 4 · width · i per sequence and block."""
-    return sum(4 * shape.attention_width * n * (n + 1) / 2 for n in lengths) * blocks
-
-
-def forward_flops(shape: Shape, lengths: list[int], head_positions: int, from_block: int = 0) -> float:
-    """A forward pass through blocks ``from_block``.. and the head on ``head_positions`` positions."""
-    tokens = sum(lengths)
-    run = range(from_block, len(shape.frozen_per_block))
-    weights = sum(shape.frozen_per_block[i] + shape.lora_per_block[i] for i in run)
-    return 2 * weights * tokens + 2 * shape.head * head_positions + attention_flops(shape, lengths, len(run))
-
-
-def backward_flops(shape: Shape, lengths: list[int], head_positions: int) -> float:
-    """Back-propagation from the head down to the lowest adapted block (none below it)."""
-    tokens = sum(lengths)
-    run = range(shape.first_adapted, len(shape.frozen_per_block))
-    frozen = sum(shape.frozen_per_block[i] for i in run)
-    lora = sum(shape.lora_per_block)
-    return (2 * frozen * tokens + 4 * lora * tokens + 2 * shape.head * head_positions
-            + 2 * attention_flops(shape, lengths, len(run)))
-
-
-def generation_floor(shape: Shape, prompt_lengths: list[int], steps: int, kv_bytes: int, machine: Machine,
-                     dtype: torch.dtype) -> float:
-    """Prompt forward at the matmul rate, then per token max(bytes read / bandwidth, FLOPs / matmul rate)."""
-    rate, rows = machine.flops[dtype], len(prompt_lengths)
-    layers = len(shape.frozen_per_block)
-    seconds = forward_flops(shape, prompt_lengths, head_positions=rows) / rate
-    for t in range(1, steps):  # the first token comes from the prompt forward
-        context = sum(prompt_lengths) + rows * t
-        read = shape.weight_bytes + 2 * layers * shape.kv_width * context * kv_bytes
-        flops = 2 * (shape.blocks + shape.head) * rows + 4 * shape.attention_width * context * layers
-        seconds += max(read / machine.bandwidth, flops / rate)
-    return seconds
 
 
 # -- timing the module's phases --------------------------------------------------------------------
@@ -343,7 +255,8 @@ def run(model: str, dtype_name: str, args) -> tuple[float, float]:
         shared_reference = policy.first_adapted if module.reference_policy is None else 0
         shared_reward = value.first_adapted if module.shares_reward_backbone else 0
         step_floor = {
-            "generation": generation_floor(policy, prompt_lengths, r.tokens.shape[1], kv_bytes, machine, compute),
+            "generation": generation_floor(policy, prompt_lengths, r.tokens.shape[1], kv_bytes, rate,
+                                           machine.bandwidth),
             "policy forward": forward_flops(policy, lengths, response_positions) / rate,
             "reference forward": forward_flops(policy, lengths, response_positions, shared_reference) / rate,
             "value forward": forward_flops(value, lengths, response_positions) / rate,
