@@ -17,7 +17,7 @@ How the hours come out:
 1. **Floor.** Each piece of work costs FLOPs counted as ``experiments/flops.py`` counts them for
    ``bench_ppo.py`` (2 per weight per token, causal attention, backward through the LoRA-adapted
    blocks), on the paper's model (LLaMa2-7B by default: its published config, LoRA r 16 on every
-   linear of every block, bf16 weights). Decoding a token costs the larger of reading the weights
+   linear of the top ``lora_layers`` blocks, bf16 weights). Decoding a token costs the larger of reading the weights
    and KV cache at the GPU's memory bandwidth and its FLOPs at the GPU's dense bf16 rate. Floor
    GPU-hours = Σ FLOPs / rate + Σ decode time: what a perfect implementation would need.
 2. **Estimate.** Floor / the fraction of its floor our code reaches, as measured by
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     lines = [f"Assumptions: {args.prompt_tokens} prompt + {args.response_tokens} response tokens per sequence; "
-             f"LoRA r 16 on every block; bf16 weights; estimate = floor / {args.ppo_fraction} (training, PPO, "
+             f"LoRA r 16 on the top lora_layers blocks (paper.yaml: 32, every block of the 7B); bf16 weights; estimate = floor / {args.ppo_fraction} (training, PPO, "
              f"decoding) and floor / {args.scoring_fraction} (scoring forwards).", ""]
     header = "| experiment | model | GPU | work counted | PFLOP | LLM calls | GPU-h floor | GPU-h estimate |"
     lines += [header, "|---" * (header.count("|") - 1) + "|"]
