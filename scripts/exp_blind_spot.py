@@ -21,13 +21,15 @@ prompt's perplexity and the golden response's perplexity under π_SFT) and SEAM'
 
 Effect on RL (--rl-effect). PPO with the flawed RM (--rl-rho, the first seed) on all of D_rl, on D_rl
 without its top --fraction by SEAM (contrast source), and without a random --fraction, for each of
---rl-seeds, the same number of steps each (common.run_ppo: cli.yaml's PPO settings); the gold RM
-rewards each policy's greedy responses to held-out prompts (--rl-val-data), inside and outside B.
+--rl-seeds, the same number of steps each (common.run_ppo: cli.yaml's PPO settings, at --ppo-lr and
+the benchmark's token limits); the gold RM rewards each policy's greedy responses to held-out prompts
+(--rl-val-data), inside and outside B.
 
 Cost. The RM backbone is configurable (--rm-backbone, or 'first:N' blocks of --base for a cheap one);
 the default is the full SmolLM2-135M with LoRA on its top 8 blocks + the scalar head, 250 steps of 8
-pairs at lr 5e-4, in bf16 autocast where the CPU computes bf16 natively (--precision). The PM side
-(candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs. Every
+pairs at lr 5e-4 (--rm-lr), in bf16 autocast where the CPU computes bf16 natively (--precision); texts
+are cut to 48 instruction and 64 response tokens (--max-instruction-tokens, --max-response-tokens). The
+PM side (candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs. Every
 finished cell (an RM, the PM side, a detection, a PPO run) is appended to <out>/blind_spot/cells.jsonl
 under a key holding the settings it depends on, so a killed run resumes where it stopped and a rerun
 with more --rhos/--seeds/--rl-seeds adds cells. Writes <out>/blind_spot.json, .md and .png.
@@ -56,8 +58,8 @@ from experiments.blind_spot import (auroc, blind_spot_modules, bootstrap, flip_p
                                     precision_at, seam_variants, stable_unit)
 from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
                                            summarize_rl_effect)
-from experiments.common import (Cells, autocast, device, experiment_parser, lora, run_ppo,  # noqa: E402
-                                top_layers, trainer)
+from experiments.common import (Cells, autocast, device, experiment_parser, later_settings, lora,  # noqa: E402
+                                run_ppo, top_layers, trainer)
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
 from seam_lightning.data.collate import IGNORE_INDEX  # noqa: E402
@@ -73,15 +75,13 @@ from seam_lightning.seam.sources import ContrastSource, PolicySampleSource, Rewa
 
 TOKEN_BUDGET = 4096
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The common experiment flags (hardware, sizes, --config YAML) plus the benchmark's own."""
+    """The common experiment flags (hardware, sizes, token limits, --rm-lr, --config YAML) plus the benchmark's own;
+    the token limits default to 48 instruction / 64 response tokens here."""
     parser = experiment_parser(__doc__.split("\n\n")[0])
     a = parser.add_argument
     a("--rm-backbone", default=DEFAULT_MODEL, help="the RM backbone: a model name/folder, or 'first:N' (the first N blocks of --base)")
     a("--rm-steps", type=int, default=None, help="RM training steps (default 250, quick 2)")
-    a("--rm-lr", type=float, default=5e-4, help="RM learning rate (reward.yaml: 5e-4)")
     a("--rm-lora-layers", type=int, default=8, help="LoRA on the top N blocks of the RM backbone (cli.yaml: 8)")
-    a("--max-instruction-tokens", type=int, default=48)
-    a("--max-response-tokens", type=int, default=64)
     a("--share", type=float, default=0.2, help="share of the demo modules in part B")
     a("--partition-seed", type=int, default=0, help="seed of the hash choosing B (and the flipped pairs)")
     a("--rhos", type=float, nargs="+", default=None, help="flip shares ρ (default 1 0.5 0.25)")
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rl-seeds", type=int, nargs="+", default=None, help="PPO seeds of the RL-effect runs (default 0 1 2, quick 0)")
     a("--rl-rho", type=float, default=1.0, help="the flawed RM (ρ, first of --seeds) the RL-effect runs train with")
     a("--fraction", type=float, default=0.2, help="share of D_rl the RL-effect runs prune (paper: 0.2)")
-    parser.set_defaults(candidates=None, lora_layers=8)
+    parser.set_defaults(candidates=None, lora_layers=8, max_instruction_tokens=48, max_response_tokens=64)
     args = parser.parse_args(argv)
     full = dict(rm_steps=250, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=400, candidates=5,
                 samples=4, new_tokens=32, rl_seeds=[0, 1, 2], ppo_steps=10, val_prompts=100)
@@ -273,9 +273,12 @@ def detection(args, sig: dict[str, list[float]], labels: list[bool], seed: int) 
             for name, values in sig.items()}
 
 
-# Settings that say what to run, not what a cell computes; and the RL-effect runs' own settings.
+# Settings that say what to run, not what a cell computes; the RL-effect runs' own settings; and common flags
+# newer than the first cells: --sft-lr, which no cell reads, and --ppo-lr, in the RL-effect keys only where it
+# differs from its former fixed value (common.later_settings), so cells saved before stay valid.
 RUN_ONLY = ("config", "out", "threads", "quick", "rhos", "seeds", "rl_effect", "rl_seeds", "rl_rho")
 RL_ONLY = ("fraction", "ppo_steps", "val_prompts", "lora_layers", "rl_val_data")
+NEWER = ("sft_lr", "ppo_lr")
 
 
 def settings_of(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
@@ -320,7 +323,7 @@ def rl_effect(args, cells: Cells, settings: dict, policy_name: str, flawed: dict
     val = jsonl(args.rl_val_data)[:args.val_prompts]
     val_in_b = [module_of(r["source"]) in in_b for r in val]
     gold_model, gold_tok = load_reward_model(gold["path"]).to(device(args)).eval(), load_tokenizer(gold["path"])
-    rl_settings = {k: getattr(args, k) for k in RL_ONLY}
+    rl_settings = {**{k: getattr(args, k) for k in RL_ONLY}, **later_settings(args, "ppo_lr")}
     reference = cells.run({"experiment": "blind_spot", "settings": settings, "rl": rl_settings, "cell": "pi_sft"},
                           lambda: held_out_gold_rewards(args, load_policy(policy_name), load_tokenizer(policy_name),
                                                         gold_model, gold_tok, val))
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Every cell's key holds the settings it depends on, so a rerun with other settings adds cells
     # beside the old ones instead of mixing with them, and a killed run resumes where it stopped.
     cells = Cells(root / "cells.jsonl")
-    settings = settings_of(args, RUN_ONLY + RL_ONLY)
+    settings = settings_of(args, RUN_ONLY + RL_ONLY + NEWER)
     policy_name = args.sft if args.sft.startswith("bundled:") or Path(args.sft).exists() else DEFAULT_MODEL
     print(f"[blind spot] π_SFT = {policy_name}" + ("" if policy_name == args.sft else f" ({args.sft} not found)"))
     in_b = blind_spot_modules(args.share, args.partition_seed)

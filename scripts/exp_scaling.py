@@ -41,10 +41,9 @@ from pathlib import Path
 
 import torch
 
-from experiments.common import (MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS, Cells, Judges, autocast, cell_key,
-                                ci_text, device, experiment_parser, figure, mean_ci, q_pm_judge, q_pm_label,
-                                q_pm_text, rated, resolve, rl_records, rm_accuracy, save_figure, write_json,
-                                write_table)
+from experiments.common import (Cells, Judges, autocast, cell_key, ci_text, device, experiment_parser, figure,
+                                mean_ci, q_pm_judge, q_pm_label, q_pm_text, rated, resolve, rl_records, rm_accuracy,
+                                save_figure, write_json, write_table)
 from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
                                 check_ladders, ensure_pm, ensure_rm, pm_key, rm_key, rung_of_rank)
 from seam_lightning import files
@@ -101,7 +100,7 @@ def answers(args: argparse.Namespace, path: str, instructions: list[str]) -> lis
     try:
         with torch.inference_mode(), autocast(args):
             return generate_responses(policy, load_tokenizer(path), instructions, args.new_tokens, batch_size=12,
-                                      max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
+                                      max_instruction_tokens=args.max_instruction_tokens, progress=False)
     finally:
         del policy
         gc.collect()
@@ -112,8 +111,8 @@ def rm_rewards(args: argparse.Namespace, model: torch.nn.Module, tokenizer, inst
     """The reward model's reward of each (instruction, response)."""
     with torch.inference_mode(), autocast(args):
         return reward_scores(model, tokenizer, instructions, responses, progress=False,
-                             max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
-                             max_response_tokens=MAX_RESPONSE_TOKENS).tolist()
+                             max_instruction_tokens=args.max_instruction_tokens,
+                             max_response_tokens=args.max_response_tokens).tolist()
 
 
 def ladder_models(args: argparse.Namespace) -> dict[str, str]:

@@ -26,6 +26,10 @@ def test_defaults_parse():
     assert full.rm_lora_layers == 8 and full.rl_seeds == [0, 1, 2] and not full.rl_effect
     assert quick.rm_steps < full.rm_steps and quick.rl_prompts < full.rl_prompts
     assert exp_blind_spot.parse_args(["--rhos", "0.5", "--seeds", "3"]).rhos == [0.5]
+    # The common token-limit and learning-rate flags, at the benchmark's own defaults.
+    assert (full.max_instruction_tokens, full.max_response_tokens, full.rm_lr) == (48, 64, 5e-4)
+    changed = exp_blind_spot.parse_args(["--max-response-tokens", "16", "--rm-lr", "1e-3", "--ppo-lr", "1e-5"])
+    assert (changed.max_response_tokens, changed.rm_lr, changed.ppo_lr) == (16, 1e-3, 1e-5)
 
 
 def test_module_of_and_partition():

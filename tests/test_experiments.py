@@ -202,6 +202,27 @@ def test_ladders_of_unequal_length_pair_with_one_named_backbone(scripts):
     check_ladders(argparse.Namespace(pm_examples=[0, 4], rm_pairs=[0, 4, 8], rm_backbone="some/model"))
 
 
+def test_learning_rates_and_token_limits_are_flags_that_keys_hold_only_when_changed(scripts):
+    from experiments.common import LATER_SETTINGS, cell_key, experiment_parser
+    from experiments.ladder import RANK, pm_key, rm_key
+
+    parser = experiment_parser("test")
+    defaults = parser.parse_args([])
+    assert {k: getattr(defaults, k) for k in LATER_SETTINGS} == LATER_SETTINGS  # the former fixed values
+    changed = parser.parse_args(["--sft-lr", "1e-5", "--rm-lr", "2e-5", "--ppo-lr", "1.4e-5",
+                                 "--max-instruction-tokens", "512", "--max-response-tokens", "256"])
+    for args in (defaults, changed):  # the ladder flags exp_saturation.py adds
+        args.pm_examples, args.rm_pairs, args.rm_backbone, args.sft_epochs, args.rm_epochs = [0, 4], [0, 4], RANK, 1, 1
+    # At the defaults a key is what it was when these were constants, so cells and models saved then stay valid.
+    for key in (cell_key(defaults, "x"), pm_key(defaults, 4, 0), rm_key(defaults, 1, 0)):
+        assert not set(LATER_SETTINGS) & set(key)
+    assert {k: cell_key(changed, "x")[k] for k in LATER_SETTINGS} == {
+        "sft_lr": 1e-5, "rm_lr": 2e-5, "ppo_lr": 1.4e-5, "max_instruction_tokens": 512, "max_response_tokens": 256}
+    assert pm_key(changed, 4, 0)["sft_lr"] == 1e-5 and "rm_lr" not in pm_key(changed, 4, 0)
+    assert rm_key(changed, 1, 0)["rm_lr"] == 2e-5 and rm_key(changed, 1, 0)["backbone"]["sft_lr"] == 1e-5
+    assert rm_key(changed, 1, 0)["max_response_tokens"] == 256
+
+
 CONFIG_DIR = SCRIPTS / "experiments" / "configs"
 SHARED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if "_" not in p.stem)  # demo.yaml, paper.yaml
 OWN_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*_*.yaml"))  # <driver>_<demo|paper>.yaml

@@ -45,7 +45,6 @@ from seam_lightning.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from seam_lightning.llm.chat import OpenAIBackend  # noqa: E402
 from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
 
-MAX_INSTRUCTION_TOKENS, MAX_RESPONSE_TOKENS = 128, 96  # as in cli.yaml and the stage configs
 Q_PM_JUDGES = ("gold_rm", "llm")
 BF16 = cpu_has_native_bf16()
 
@@ -76,9 +75,20 @@ GRID_SETTINGS = ("rl_data", "rl_val_data", "preference_data", "preference_val_da
                  "strategy", "precision", "q_pm_judge", "judge_model", "judge_endpoint")
 
 
+LATER_SETTINGS = dict(max_instruction_tokens=128, max_response_tokens=96, sft_lr=1e-4, rm_lr=5e-4, ppo_lr=2e-4)
+"""Settings that were fixed at these values before they became flags: a cell key or model hash holds one only
+where it differs (`later_settings`), so cells and models saved before stay valid."""
+
+
+def later_settings(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Those of ``names`` (keys of LATER_SETTINGS) whose value in ``args`` differs from the former fixed one."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, LATER_SETTINGS[k]) != LATER_SETTINGS[k]}
+
+
 def cell_key(args: argparse.Namespace, experiment: str, **cell: Any) -> dict[str, Any]:
     """What one cell's result depends on: the experiment, the run's shared settings and the cell's own."""
-    return {"experiment": experiment, **{k: getattr(args, k, None) for k in GRID_SETTINGS}, **cell}
+    return {"experiment": experiment, **{k: getattr(args, k, None) for k in GRID_SETTINGS},
+            **later_settings(args, *LATER_SETTINGS), **cell}
 
 
 class Cells:
@@ -161,6 +171,13 @@ def add_common_args(parser: ArgumentParser) -> None:
     p("--corpus-limit", type=int, default=None, help="use only the first N demo://sft_train rows as contrast corpus")
     p("--lora-layers", type=int, default=8, help="LoRA on the top N transformer blocks (cli.yaml: 8)")
     p("--batch-size", type=int, default=8, help="RL prompts per PPO step / pairs per RM step")
+    p("--max-instruction-tokens", type=int, default=128, help="instruction tokens kept in training, generation "
+                                                               "and scoring (cli.yaml: 128)")
+    p("--max-response-tokens", type=int, default=96, help="response tokens kept in training and scoring "
+                                                          "(cli.yaml: 96)")
+    p("--sft-lr", type=float, default=1e-4, help="SFT learning rate, LoRA (sft.yaml: 1e-4; paper App. C.1: 1e-4)")
+    p("--rm-lr", type=float, default=5e-4, help="RM learning rate, LoRA (reward.yaml: 5e-4; paper App. C.1: 2e-5)")
+    p("--ppo-lr", type=float, default=2e-4, help="PPO learning rate, LoRA (cli.yaml: 2e-4; paper App. C.1: 1.4e-5)")
     p("--threads", type=int, default=None, help="torch CPU threads (1 is much faster on a busy machine)")
 
 
@@ -215,18 +232,18 @@ def trainer(args: argparse.Namespace, root: str | Path, callbacks: list | None =
 def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: list | None = None,
             root: str | Path | None = None, policy: str | None = None) -> PPOModule:
     """PPO from ``policy`` (default args.sft; also the KL reference) with ``reward_model`` for args.ppo_steps steps
-    (cli.yaml's settings); the trained module."""
+    at args.ppo_lr (otherwise cli.yaml's settings); the trained module."""
     policy = policy or args.sft
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
                               rl=DataSource(args.rl_data, limit=args.rl_prompts), rl_val=None,
-                              batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
-                              max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed,
+                              batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
+                              max_response_tokens=args.max_response_tokens, seed=seed,
                               drop_last=True)  # every PPO step has batch_size prompts, in every condition
     layers = top_layers(policy, args.lora_layers)
     module = PPOModule(policy=policy, reward_model=reward_model, lora=lora(layers), value_lora=lora(layers),
                        sampling=SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0),
-                       learning_rate=2e-4, ppo_epochs=2, mini_batch_size=min(4, args.batch_size), kl_coef=0.05,
+                       learning_rate=args.ppo_lr, ppo_epochs=2, mini_batch_size=min(4, args.batch_size), kl_coef=0.05,
                        kl_target=None, reward_normalization="running", missing_eos_penalty=1.0,
                        max_ppo_steps=args.ppo_steps, evaluate_at_start=False, seed=seed)
     trainer(args, root or Path(args.out) / "lightning", callbacks, max_epochs=-1).fit(module, datamodule=data)
@@ -299,8 +316,8 @@ class Judges:
 
     def _rewards(self, model: torch.nn.Module, instructions: list[str], responses: list[str]) -> list[float]:
         return reward_scores(model, self.tokenizer, instructions, responses, progress=False,
-                             max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
-                             max_response_tokens=MAX_RESPONSE_TOKENS).tolist()
+                             max_instruction_tokens=self.args.max_instruction_tokens,
+                             max_response_tokens=self.args.max_response_tokens).tolist()
 
     def evaluate(self, policy: torch.nn.Module, instructions: list[str] | None = None) -> dict[str, Any]:
         """Q_PM (mean ± CI over the rated prompts) and training-RM reward of ``policy``'s greedy responses.
@@ -310,7 +327,8 @@ class Judges:
         instructions = self.instructions if instructions is None else instructions
         with torch.inference_mode(), autocast(self.args):
             responses = generate_responses(policy, self.tokenizer, instructions, self.new_tokens, batch_size=12,
-                                           max_instruction_tokens=MAX_INSTRUCTION_TOKENS, progress=False)
+                                           max_instruction_tokens=self.args.max_instruction_tokens,
+                                           progress=False)
         scores = self.q_pm_scores(instructions, responses)
         if not rated(scores):
             raise SystemExit(f"the LLM judge rated none of {len(scores)} answers (see the warnings above)")
@@ -335,31 +353,31 @@ class Judges:
 
 def train_sft(args: argparse.Namespace, model: str, examples: int, epochs: int, seed: int,
               export_dir: str | Path) -> SFTModule:
-    """SFT as in sft.yaml (LoRA top blocks, lr 1e-4, 10 warm-up steps) on the first ``examples`` rows of D_p
+    """SFT as in sft.yaml (LoRA top blocks, lr --sft-lr, 10 warm-up steps) on the first ``examples`` rows of D_p
     (``--sft-data``), ``epochs`` passes over them."""
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=DataSource(args.sft_data, limit=examples), sft_val=None, preference=None,
                           preference_val=None, rl=None, rl_val=None, batch_size=args.batch_size,
-                          max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
-                          seed=seed)
+                          max_instruction_tokens=args.max_instruction_tokens,
+                          max_response_tokens=args.max_response_tokens, seed=seed)
     steps = epochs * math.ceil(examples / args.batch_size)
-    module = SFTModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05), learning_rate=1e-4,
-                       warmup_steps=min(10, steps), export_dir=str(export_dir))
+    module = SFTModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05),
+                       learning_rate=args.sft_lr, warmup_steps=min(10, steps), export_dir=str(export_dir))
     trainer(args, Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
     return module
 
 
 def train_reward_model(args: argparse.Namespace, model: str, steps: int, seed: int, export_dir: str | Path,
                        preference_limit: int | None = None, augmented: str | Path | None = None) -> RewardModule:
-    """A pairwise RM as in reward.yaml (LoRA top blocks, lr 5e-4, 10 warm-up steps) on demo D_r (+ augmented pairs)."""
+    """A pairwise RM as in reward.yaml (LoRA top blocks, lr --rm-lr, 10 warm-up steps) on D_r (+ augmented pairs)."""
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, rl=None, rl_val=None, preference_val=None,
                           preference=DataSource(args.preference_data, limit=preference_limit),
                           preference_augmented=DataSource(str(augmented)) if augmented else None,
-                          batch_size=args.batch_size, max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
-                          max_response_tokens=MAX_RESPONSE_TOKENS, seed=seed)
+                          batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
+                          max_response_tokens=args.max_response_tokens, seed=seed)
     module = RewardModule(model=model, lora=lora(top_layers(model, args.lora_layers), dropout=0.05),
-                          learning_rate=5e-4, warmup_steps=min(10, steps), export_dir=str(export_dir))
+                          learning_rate=args.rm_lr, warmup_steps=min(10, steps), export_dir=str(export_dir))
     trainer(args, Path(export_dir).parent, max_steps=steps).fit(module, datamodule=data)
     return module
 
@@ -376,8 +394,8 @@ def pair_accuracy(args: argparse.Namespace, model: torch.nn.Module, tokenizer, i
     """The share of pairs with R(I∘chosen) > R(I∘rejected), on the run's device and precision."""
     with torch.inference_mode(), autocast(args):
         return preference_accuracy(model.to(device(args)).eval(), tokenizer, instructions, chosen, rejected,
-                                   max_instruction_tokens=MAX_INSTRUCTION_TOKENS,
-                                   max_response_tokens=MAX_RESPONSE_TOKENS, progress=False)
+                                   max_instruction_tokens=args.max_instruction_tokens,
+                                   max_response_tokens=args.max_response_tokens, progress=False)
 
 
 def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
@@ -396,7 +414,8 @@ def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
         train_reward_model(args, args.base, args.gold_steps, seed=1, export_dir=path)
         trained_seconds = time.monotonic() - start
     cache = Path(args.out) / "gold_rm.json"
-    key = {"path": str(path.resolve()), "pref_val": args.pref_val, "mtime": path.stat().st_mtime}
+    key = {"path": str(path.resolve()), "pref_val": args.pref_val, "mtime": path.stat().st_mtime,
+           **later_settings(args, "max_instruction_tokens", "max_response_tokens")}
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
     info = {"key": key, "path": str(path), "accuracy": rm_accuracy(args, load_reward_model(str(path)), load_tokenizer(str(path)),
@@ -423,8 +442,8 @@ def seam_scores(args: argparse.Namespace, policy: str, reward_model: str, exampl
     where = device(args)
     pm, rm = load_policy(policy).to(where).eval(), load_reward_model(reward_model).to(where).eval()
     scorer = SeamScorer(pm, rm, load_tokenizer(policy), reward_tokenizer=load_tokenizer(reward_model),
-                        max_instruction_tokens=MAX_INSTRUCTION_TOKENS, max_response_tokens=MAX_RESPONSE_TOKENS,
-                        progress=False)
+                        max_instruction_tokens=args.max_instruction_tokens,
+                        max_response_tokens=args.max_response_tokens, progress=False)
     with torch.inference_mode(), autocast(args):
         return {r.id: r.seam for r in scorer.score(examples, total=len(examples))}
 

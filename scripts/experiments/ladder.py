@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from experiments.common import precision, train_reward_model, train_sft
+from experiments.common import later_settings, precision, train_reward_model, train_sft
 from seam_lightning.models.loading import export_pretrained, load_reward_model, load_tokenizer
 
 PAPER_PM_EXAMPLES = [0, 50, 100, 250, 500, 800, 1500, 2500, 5000, 10000]
@@ -92,15 +92,16 @@ def _folder(args: argparse.Namespace, kind: str, size: int, seed: int, key: dict
 
 
 def _common_key(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """Settings every trained rung depends on."""
+    """Settings every trained rung depends on (the token limits only where they differ from the former fixed ones)."""
     return {"base": args.base, "lora_layers": args.lora_layers, "batch_size": args.batch_size,
-            "precision": precision(args), "seed": seed}
+            "precision": precision(args), "seed": seed,
+            **later_settings(args, "max_instruction_tokens", "max_response_tokens")}
 
 
 def pm_key(args: argparse.Namespace, k: int, seed: int) -> dict[str, Any]:
-    """What PM rung k is: base model, D_p, k examples, epochs, run settings."""
+    """What PM rung k is: base model, D_p, k examples, epochs, learning rate, run settings."""
     return {"kind": "pm", "sft_data": args.sft_data, "examples": k, "epochs": args.sft_epochs,
-            **_common_key(args, seed)}
+            **later_settings(args, "sft_lr"), **_common_key(args, seed)}
 
 
 def ensure_pm(args: argparse.Namespace, k: int, seed: int) -> str:
@@ -121,10 +122,12 @@ def rm_backbone(args: argparse.Namespace, rung: int, seed: int) -> str:
 
 
 def rm_key(args: argparse.Namespace, rung: int, seed: int) -> dict[str, Any]:
-    """What RM rung ``rung`` is: its backbone (by PM key under rank pairing), D_r, m pairs, epochs, run settings."""
+    """What RM rung ``rung`` is: its backbone (by PM key under rank pairing), D_r, m pairs, epochs, learning rate,
+    run settings."""
     backbone = (pm_key(args, args.pm_examples[rung], seed) if args.rm_backbone == RANK else args.rm_backbone)
     return {"kind": "rm", "backbone": backbone, "preference_data": args.preference_data,
-            "pairs": args.rm_pairs[rung], "epochs": args.rm_epochs, **_common_key(args, seed)}
+            "pairs": args.rm_pairs[rung], "epochs": args.rm_epochs, **later_settings(args, "rm_lr"),
+            **_common_key(args, seed)}
 
 
 def ensure_rm(args: argparse.Namespace, rung: int, seed: int) -> str:
