@@ -54,9 +54,8 @@ from typing import Any, NamedTuple
 from experiments.common import (Cells, Judges, cell_key, ci_text, contrast_source, device, experiment_parser, figure,
                                 mean_ci, paired_differences, q_pm_judge, q_pm_label, q_pm_text, rated, resolve,
                                 run_ppo, save_figure, write_json, write_table)
-from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
-                                add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm, pm_key, rm_key,
-                                rung_of_rank)
+from experiments.ladder import (add_ladder_args, add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm,
+                                ladder_sizes, pm_key, rm_key, rung_of_rank)
 from seam_lightning import SeamCallback
 from seam_lightning.llm.chat import OpenAIBackend
 from seam_lightning.models.loading import load_reward_model
@@ -94,8 +93,7 @@ def add_args(parser) -> None:
     p("--ladder-top", type=int, default=0, help="0: the one pair (--sft, --rm); K: the ladder's top K pairs")
     p("--ladder-pairs", choices=["matched", "grid"], default="matched",
       help="matched: rank r PM with rank r RM (default); grid: every top-K PM with every top-K RM")
-    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
-                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_args(parser)
     add_ladder_reuse_args(parser)
 
 
@@ -262,8 +260,7 @@ def main() -> None:
     add_args(parser)
     args = parser.parse_args()
     args.seeds = args.seeds or ([0] if args.quick else [0, 1])
-    resolve(args, models=() if args.ladder_top > 0 else ("sft", "rm"),
-            pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES), rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
+    resolve(args, models=() if args.ladder_top > 0 else ("sft", "rm"), **ladder_sizes())
     variants, notes = chosen_variants(args)
     for note in notes:
         print(f"NOTE: {note}", flush=True)

@@ -37,9 +37,8 @@ from scipy.stats import spearmanr
 
 from experiments.common import (Cells, cell_key, experiment_parser, contrast_source, ensure_gold_rm, figure,
                                 markdown_table, resolve, rl_records, save_figure, seam_scores, write_json)
-from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
-                                add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm, pm_key, rm_key,
-                                rung_of_rank)
+from experiments.ladder import (add_ladder_args, add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm,
+                                ladder_sizes, pm_key, rm_key, rung_of_rank)
 from seam_lightning import files
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam
@@ -97,12 +96,10 @@ def main() -> None:
     parser.add_argument("--ladder-ranks", type=int, nargs="+", default=None,
                         help="score (rank r PM, rank r RM) of the ladder for each r (paper Table 3: 1 3 5; 1 = best) "
                              "instead of the SFT/base x RM/gold pairs")
-    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
-                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_args(parser)
     add_ladder_reuse_args(parser)
     args = parser.parse_args()
-    resolve(args, models=() if args.ladder_ranks else ("sft", "rm"),
-            pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES), rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
+    resolve(args, models=() if args.ladder_ranks else ("sft", "rm"), **ladder_sizes())
     started = time.monotonic()
     gold = None if args.ladder_ranks else ensure_gold_rm(args)  # the ladder mode compares no gold RM
     records = rl_records(args)

@@ -39,13 +39,12 @@ from pathlib import Path
 from experiments.common import (Cells, Judges, cell_key, contrast_source, experiment_parser, figure, mean_ci,
                                 pair_accuracy, q_pm_judge, q_pm_label, q_pm_text, resolve, save_figure, write_json,
                                 write_table)
-from experiments.ladder import add_ladder_args, check_ladders, ensure_pm, ensure_rm, pm_key, rm_key
+from experiments.ladder import add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key
 from seam_lightning import DataSource
 from seam_lightning.data.records import load_records
 from seam_lightning.models.loading import load_reward_model, load_tokenizer
 
-DEMO_PM_EXAMPLES, DEMO_RM_PAIRS = [0, 128], [0, 128]
-QUICK_PM_EXAMPLES, QUICK_RM_PAIRS = [0, 16], [0, 16]
+DEMO_PM_EXAMPLES, DEMO_RM_PAIRS = [0, 128], [0, 128]  # the quick sizes are the ladder's
 SETS = ("D_p", "D_r", "D_rl")
 PM_IN_DOMAIN, RM_IN_DOMAIN = "D_p", "D_r"
 WORSE_SEED = 0  # the test pairs are one fixed set for every model and seed
@@ -163,12 +162,10 @@ def plot(path: Path, rows: list[dict], label: str, title: str) -> None:
 
 def main() -> None:
     parser = experiment_parser(__doc__)
-    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
-                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_args(parser, DEMO_PM_EXAMPLES, DEMO_RM_PAIRS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (paper: 3)")
     args = parser.parse_args()
-    resolve(args, models=(), pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES),
-            rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
+    resolve(args, models=(), **ladder_sizes(DEMO_PM_EXAMPLES, DEMO_RM_PAIRS))
     check_ladders(args)
     started = time.monotonic()
     judge_info = q_pm_judge(args)

@@ -31,8 +31,7 @@ from pathlib import Path
 
 from experiments.common import (Cells, Judges, cell_key, ci_text, experiment_parser, figure, q_pm_judge, q_pm_label,
                                 q_pm_text, resolve, rm_accuracy, run_ppo, save_figure, write_json, write_table)
-from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
-                                check_ladders, ensure_pm, ensure_rm, pm_key, rm_key)
+from experiments.ladder import add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key
 from seam_lightning.models.loading import load_reward_model, load_tokenizer
 
 
@@ -128,12 +127,10 @@ def heatmap(path: Path, pms: list[dict], rms: list[dict], grid: list[list[dict]]
 
 def main() -> None:
     parser = experiment_parser(__doc__)
-    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
-                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_args(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of every training run (SFT, RM, PPO)")
     args = parser.parse_args()
-    resolve(args, models=(), pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES),
-            rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
+    resolve(args, models=(), **ladder_sizes())
     check_ladders(args)
     started = time.monotonic()
     judge_info = q_pm_judge(args)

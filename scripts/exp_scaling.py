@@ -44,8 +44,8 @@ import torch
 from experiments.common import (Cells, Judges, autocast, cell_key, ci_text, device, experiment_parser, figure,
                                 mean_ci, q_pm_judge, q_pm_label, q_pm_text, rated, resolve, rl_records, rm_accuracy,
                                 save_figure, write_json, write_table)
-from experiments.ladder import (DEMO_PM_EXAMPLES, DEMO_RM_PAIRS, QUICK_PM_EXAMPLES, QUICK_RM_PAIRS, add_ladder_args,
-                                check_ladders, ensure_pm, ensure_rm, pm_key, rm_key, rung_of_rank)
+from experiments.ladder import (add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key,
+                                rung_of_rank)
 from seam_lightning import files
 from seam_lightning.eval.quality import generate_responses, match_rate, reference_preferences, reward_scores
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer, resolve_model_path
@@ -201,11 +201,9 @@ def main() -> None:
     parser.add_argument("--weak-rank", type=int, default=2, help="rank of the second PM of the match-rate pairs "
                                                                  "(paper: 5; rank 1 = the best)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every training run (SFT, RM)")
-    add_ladder_args(parser, pm_help=f"default {DEMO_PM_EXAMPLES}, quick {QUICK_PM_EXAMPLES}",
-                    rm_help=f"default {DEMO_RM_PAIRS}, quick {QUICK_RM_PAIRS}")
+    add_ladder_args(parser)
     args = parser.parse_args()
-    resolve(args, models=(), pm_examples=(DEMO_PM_EXAMPLES, QUICK_PM_EXAMPLES),
-            rm_pairs=(DEMO_RM_PAIRS, QUICK_RM_PAIRS))
+    resolve(args, models=(), **ladder_sizes())
     args.sizes = args.sizes or ["first:8", "first:16", args.base]
     check_ladders(args)
     if args.weak_rank == 1:

@@ -47,8 +47,16 @@ RANK = "rank"
 """``--rm-backbone rank``: the RM of rung i starts from the PM of rung i."""
 
 
-def add_ladder_args(parser, pm_help: str, rm_help: str) -> None:
-    """The ladder flags both drivers take; the defaults are filled in by `resolve` (demo, or quick with --quick)."""
+def ladder_sizes(demo_pm: list[int] = DEMO_PM_EXAMPLES, demo_rm: list[int] = DEMO_RM_PAIRS) -> dict:
+    """``resolve``'s defaults for the ladder flags: the demo sizes, or the quick ones with --quick."""
+    return dict(pm_examples=(demo_pm, QUICK_PM_EXAMPLES), rm_pairs=(demo_rm, QUICK_RM_PAIRS))
+
+
+def add_ladder_args(parser, demo_pm: list[int] = DEMO_PM_EXAMPLES, demo_rm: list[int] = DEMO_RM_PAIRS) -> None:
+    """The ladder flags every ladder driver takes; ``resolve(args, **ladder_sizes(demo_pm, demo_rm))`` fills in
+    the sizes left unset."""
+    pm_help = f"default {demo_pm}, quick {QUICK_PM_EXAMPLES}"
+    rm_help = f"default {demo_rm}, quick {QUICK_RM_PAIRS}"
     p = parser.add_argument
     p("--pm-examples", type=int, nargs="+", default=None,
       help=f"PM ladder: SFT examples per rung, 0 = the base model; {pm_help} (paper: {PAPER_PM_EXAMPLES})")
