@@ -182,11 +182,13 @@ def plot(path: Path, rows: list[dict], label: str, title: str) -> None:
     axes[1].set_ylabel(f"rank 1 PM: {label}")
     axes[2].plot(x, [r["q_rm"] for r in rows], marker="o")
     axes[2].set_ylabel("rank 1 RM: Q_RM (held-out accuracy)")
-    ticks = [f"{r['size'].rsplit('/', 1)[-1]}\n{r['parameters'] / 1e6:.1f}M" for r in rows]
+    # the model's own name (a hub id's or folder's last part, bundled:<name>'s name) and its size; slanted, as
+    # sizes may lie close on the axis
+    ticks = [f"{r['size'].rsplit('/', 1)[-1].removeprefix('bundled:')}\n{r['parameters'] / 1e6:.1f}M" for r in rows]
     for ax, name in zip(axes, ("match rate", "Q_PM", "Q_RM")):
         ax.set_xscale("log")
         ax.minorticks_off()  # one labelled tick per size instead of log-scale minor labels
-        ax.set_xticks(x, ticks, fontsize=7)
+        ax.set_xticks(x, ticks, fontsize=7, rotation=30, ha="right")
         ax.set_xlabel("base model (parameters)")
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
