@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = parser.add_argument
     a("--rm-backbone", default=DEFAULT_MODEL, help="the RM backbone: a model name/folder, or 'first:N' (the first N blocks of --base)")
     a("--rm-steps", type=int, default=None, help="RM training steps (default 250, quick 2)")
+    a("--gold-rm-steps", type=int, default=None, help="the gold RM's training steps (default: --rm-steps); flawed "
+                                                      "RMs trained longer than the gold one reuse its cells")
     a("--rm-lora-layers", type=int, default=8, help="LoRA on the top N blocks of the RM backbone (cli.yaml: 8)")
     a("--share", type=float, default=0.2, help="share of the demo modules in part B")
     a("--partition-seed", type=int, default=0, help="seed of the hash choosing B (and the flipped pairs)")
@@ -136,8 +138,9 @@ def rm_backbone(args: argparse.Namespace, root: Path) -> str:
     return str(path)
 
 
-def train_rm(args: argparse.Namespace, backbone: str, pairs_path: Path, seed: int, export_dir: Path) -> float:
-    """A pairwise RM (RewardModule, LoRA on the top blocks + head) on ``pairs_path``; returns seconds.
+def train_rm(args: argparse.Namespace, backbone: str, pairs_path: Path, seed: int, steps: int,
+             export_dir: Path) -> float:
+    """A pairwise RM (RewardModule, LoRA on the top blocks + head), ``steps`` steps on ``pairs_path``; returns seconds.
 
     Runs on the experiment's hardware and precision (bf16-mixed where bf16 is native, see
     ``experiments.common.precision``).
@@ -149,8 +152,8 @@ def train_rm(args: argparse.Namespace, backbone: str, pairs_path: Path, seed: in
                           max_instruction_tokens=args.max_instruction_tokens,
                           max_response_tokens=args.max_response_tokens, seed=seed)
     module = RewardModule(model=backbone, lora=lora(top_layers(backbone, args.rm_lora_layers), dropout=0.05),
-                          learning_rate=args.rm_lr, warmup_steps=min(10, args.rm_steps), export_dir=str(export_dir))
-    trainer(args, export_dir.parent, max_steps=args.rm_steps).fit(module, datamodule=data)
+                          learning_rate=args.rm_lr, warmup_steps=min(10, steps), export_dir=str(export_dir))
+    trainer(args, export_dir.parent, max_steps=steps).fit(module, datamodule=data)
     return time.monotonic() - start
 
 
@@ -363,7 +366,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Every cell's key holds the settings it depends on, so a rerun with other settings adds cells
     # beside the old ones instead of mixing with them, and a killed run resumes where it stopped.
     cells = Cells(root / "cells.jsonl")
-    settings = settings_of(args, RUN_ONLY + RL_ONLY + NEWER)
+    settings = settings_of(args, RUN_ONLY + RL_ONLY + NEWER + ("gold_rm_steps",))
+    # The gold RM and the PM side (judged by it) depend on the gold RM's steps only: flawed RMs trained
+    # longer reuse them. Everything after them depends on both when the two differ.
+    gold_steps = args.rm_steps if args.gold_rm_steps is None else args.gold_rm_steps
+    gold_settings = {**settings, "rm_steps": gold_steps}
+    if gold_steps != args.rm_steps:
+        settings = {**settings, "gold_rm_steps": gold_steps}
     policy_name = args.sft if args.sft.startswith("bundled:") or Path(args.sft).exists() else DEFAULT_MODEL
     print(f"[blind spot] π_SFT = {policy_name}" + ("" if policy_name == args.sft else f" ({args.sft} not found)"))
     in_b = blind_spot_modules(args.share, args.partition_seed)
@@ -374,8 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[blind spot] B: {len(in_b)} modules; D_rl {len(rl)} prompts, {sum(labels)} in B")
     backbone = rm_backbone(args, root)
 
-    def rm_cell(name: str, rho: float, seed: int) -> dict:
-        key = {"experiment": "blind_spot", "settings": settings, "cell": "rm", "rho": rho, "seed": seed}
+    def rm_cell(name: str, rho: float, seed: int, steps: int, cell_settings: dict) -> dict:
+        key = {"experiment": "blind_spot", "settings": cell_settings, "cell": "rm", "rho": rho, "seed": seed}
 
         def train() -> dict:
             pairs, flipped = flip_pairs(train_pairs, in_b, rho, args.partition_seed)
@@ -383,22 +392,22 @@ def main(argv: list[str] | None = None) -> dict:
             path = files.write_text_atomic(root / "data" / f"{folder}.jsonl",
                                            "".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs))
             export = root / "rms" / folder
-            seconds = train_rm(args, backbone, path, seed, export)
+            seconds = train_rm(args, backbone, path, seed, steps, export)
             plant = plant_check(args, load_reward_model(str(export)).eval(), load_tokenizer(str(export)), val, in_b)
             print(f"[blind spot] RM {name}: {flipped} pairs flipped, accuracy in B {plant['in_b']:.3f}, "
                   f"outside {plant['out_b']:.3f}, {seconds:.0f} s", flush=True)
-            return {"name": name, "rho": rho, "seed": seed, "steps": args.rm_steps, "flipped": flipped,
+            return {"name": name, "rho": rho, "seed": seed, "steps": steps, "flipped": flipped,
                     "path": str(export), "plant": plant, "train_seconds": seconds}
 
         return cells.run(key, train)
 
-    gold = rm_cell(f"gold_seed{args.gold_seed}", 0.0, args.gold_seed)
-    pm = cells.run({"experiment": "blind_spot", "settings": settings, "cell": "pm_side", "policy": policy_name},
+    gold = rm_cell(f"gold_seed{args.gold_seed}", 0.0, args.gold_seed, gold_steps, gold_settings)
+    pm = cells.run({"experiment": "blind_spot", "settings": gold_settings, "cell": "pm_side", "policy": policy_name},
                    lambda: pm_side(args, policy_name, gold["path"], rl))
     rms, detections, contrast_seam = [gold], [], {}
     for rho in args.rhos:
         for seed in args.seeds:
-            rm = rm_cell(f"flawed_rho{rho}_seed{seed}", rho, seed)
+            rm = rm_cell(f"flawed_rho{rho}_seed{seed}", rho, seed, args.rm_steps, settings)
             rms.append(rm)
 
             def detect(rm=rm, rho=rho, seed=seed) -> dict:
