@@ -93,3 +93,11 @@ def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     again = exp_blind_spot.main(argv)
     assert again["cells"] == result["cells"] and again["rl_effect"] == result["rl_effect"]
     assert again["wall_seconds_this_run"] < result["wall_seconds_this_run"]
+    # Flawed RMs trained longer than the gold RM reuse its cell and the PM side it judges; they are new.
+    longer = exp_blind_spot.main([*argv[:-1], "--rm-steps", "3", "--gold-rm-steps", "2"])
+    by_name = {rm["name"]: rm for rm in longer["rms"]}
+    assert by_name["gold_seed1000"] == {rm["name"]: rm for rm in result["rms"]}["gold_seed1000"]
+    assert by_name["flawed_rho1.0_seed0"]["steps"] == 3
+    rows = [json.loads(json.loads(line)["key"]) for line in
+            (tmp_path / "blind_spot" / "cells.jsonl").read_text().splitlines()]
+    assert sum(r["cell"] == "pm_side" for r in rows) == 1 and sum(r["cell"] == "rm" for r in rows) == 3
