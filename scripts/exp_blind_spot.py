@@ -3,6 +3,7 @@
     python scripts/exp_blind_spot.py                       # demo: 3 ρ × 2 seeds, 160 D_rl prompts
     python scripts/exp_blind_spot.py --rhos 1 --seeds 0 --rl-effect   # one flawed RM, and PPO with it
     python scripts/exp_blind_spot.py --quick               # a few prompts and RM steps: mechanics only
+    python scripts/exp_blind_spot.py --llm-model local: --adv         # also SEAM with the LLM and adversarial sources
     python scripts/exp_blind_spot.py --config scripts/experiments/configs/demo.yaml --accelerator gpu
 
 Setting. Part B is a seeded-hash 20% of the demo's standard-library modules. A *flawed* RM is trained
@@ -19,6 +20,20 @@ samples (PolicySampleSource, judged by the gold RM: an *oracle* judge, labelled 
 over the k policy samples, what OpenRLHF's dynamic filtering and verl's filter_groups look at; the
 prompt's perplexity and the golden response's perplexity under π_SFT) and SEAM's parts as ablations.
 
+Optional sources (off by default; the contrast source and the policy samples always run). --llm-model adds
+the signal seam_llm: SEAM with LLMSource candidates, worse answers written with the paper's Prompt 2 by a
+local causal LM (--llm-model local:<name or path>; 'local:' alone is π_SFT) or by a model at an
+OpenAI-compatible endpoint (--llm-model NAME --llm-endpoint URL, its key in the environment variable that
+--llm-api-key-env names, default OPENAI_API_KEY; replies cached in <out>/blind_spot/llm_candidates). They
+depend on the prompt and golden answer alone, so they and their π_SFT log-likelihoods are computed once per
+run (cell llm_side); a prompt the writer gives no usable answer gets SEAM 0, as for contrast. --adv adds
+seam_adv: SEAM with AdversarialSource candidates, the contrast candidates attacked (--adv-attack, default
+deepwordbug; --adv-query-budget RM queries each, default 20) until the flawed RM under test prefers them, so
+per flawed RM. Each signal's detection under a flawed RM is a cell of its own (detect_llm; detect_adv, which
+holds the attack too) keyed by its source's flags, merged into the tables, with the candidates' mean token
+log-likelihood in the Table-1 comparison; the cells without them keep their keys, so a folder saved without
+the sources is reused whole.
+
 Effect on RL (--rl-effect). PPO with the flawed RM (--rl-rho, the first seed) on all of D_rl, on D_rl
 without its top --fraction by SEAM (contrast source), and without a random --fraction, for each of
 --rl-seeds, the same number of steps each (common.run_ppo: cli.yaml's PPO settings, at --ppo-lr and
@@ -30,9 +45,9 @@ the default is the full SmolLM2-135M with LoRA on its top 8 blocks + the scalar 
 pairs at lr 5e-4 (--rm-lr), in bf16 autocast where the CPU computes bf16 natively (--precision); texts
 are cut to 48 instruction and 64 response tokens (--max-instruction-tokens, --max-response-tokens). The
 PM side (candidates, samples, PM log-likelihoods, perplexities) is computed once and shared by all RMs. Every
-finished cell (an RM, the PM side, a detection, a PPO run) is appended to <out>/blind_spot/cells.jsonl
-under a key holding the settings it depends on, so a killed run resumes where it stopped and a rerun
-with more --rhos/--seeds/--rl-seeds adds cells. Writes <out>/blind_spot.json, .md and .png.
+finished cell (an RM, the PM side, the LLM candidates, a detection, a PPO run) is appended to
+<out>/blind_spot/cells.jsonl under a key holding the settings it depends on, so a killed run resumes where it
+stopped and a rerun with more --rhos/--seeds/--rl-seeds adds cells. Writes <out>/blind_spot.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -54,12 +69,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch import seed_everything  # noqa: E402
 
-from experiments.blind_spot import (auroc, blind_spot_modules, bootstrap, flip_pairs, module_of,  # noqa: E402
-                                    precision_at, seam_variants, stable_unit)
+from experiments.blind_spot import (TableSource, auroc, blind_spot_modules, bootstrap, flip_pairs,  # noqa: E402
+                                    module_of, precision_at, seam_variants, stable_unit)
 from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
                                            summarize_rl_effect)
-from experiments.common import (Cells, autocast, device, experiment_parser, later_settings, lora,  # noqa: E402
-                                run_ppo, top_layers, trainer)
+from experiments.common import (LOCAL_LLM, Cells, add_source_args, adversarial_source, autocast, device,  # noqa: E402
+                                experiment_parser, later_settings, llm_source, lora, run_ppo, top_layers, trainer)
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
 from seam_lightning.data.collate import IGNORE_INDEX  # noqa: E402
@@ -70,7 +85,7 @@ from seam_lightning.models.batching import pad_id_of, run_sequences  # noqa: E40
 from seam_lightning.models.forward import response_logprob_sums  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer, resolve_model_path  # noqa: E402
 from seam_lightning.seam.perplexity import golden_perplexities, perplexity  # noqa: E402
-from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
+from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer  # noqa: E402
 from seam_lightning.seam.sources import ContrastSource, PolicySampleSource, RewardJudge  # noqa: E402
 
 TOKEN_BUDGET = 4096
@@ -97,6 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--rl-seeds", type=int, nargs="+", default=None, help="PPO seeds of the RL-effect runs (default 0 1 2, quick 0)")
     a("--rl-rho", type=float, default=1.0, help="the flawed RM (ρ, first of --seeds) the RL-effect runs train with")
     a("--fraction", type=float, default=0.2, help="share of D_rl the RL-effect runs prune (paper: 0.2)")
+    add_source_args(parser, adv_query_budget=20, without_llm="with it, the signal seam_llm is added (off by default)")
+    a("--adv", action="store_true", help="add the signal seam_adv (off by default): SEAM with AdversarialSource "
+                                         "candidates, the contrast candidates attacked per flawed RM (--adv-attack, "
+                                         "--adv-query-budget)")
     parser.set_defaults(candidates=None, lora_layers=8, max_instruction_tokens=48, max_response_tokens=64)
     args = parser.parse_args(argv)
     full = dict(rm_steps=250, rhos=[1.0, 0.5, 0.25], seeds=[0, 1], rl_prompts=160, pref_val=400, candidates=5,
@@ -209,12 +228,9 @@ def _pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
     t_samples = time.monotonic() - t0
     samples = [s.samples for s in source.last_samples]
     # PM log-likelihoods of every contrast candidate and every sample (the kept ones are among them).
-    scorer = SeamScorer(policy, gold, tokenizer, reward_tokenizer=gold_tok, token_budget=TOKEN_BUDGET, progress=False,
-                        max_instruction_tokens=args.max_instruction_tokens, max_response_tokens=args.max_response_tokens)
-    examples = [SeamExample(i, q, r, c + s) for i, (q, r, c, s) in enumerate(zip(instructions, golden,
-                                                                                  contrast_candidates, samples))]
     t0 = time.monotonic()
-    results = list(scorer.score(examples))
+    results = score_candidates(seam_scorer(args, policy, tokenizer, gold, gold_tok), rl,
+                               [c + s for c, s in zip(contrast_candidates, samples)])
     t_loglik = time.monotonic() - t0
     formatter = PromptFormatter(tokenizer, args.max_instruction_tokens, args.max_response_tokens)
     golden_ppl = golden_perplexities(policy, formatter, [(i, q, r) for i, (q, r) in enumerate(zip(instructions, golden))],
@@ -237,19 +253,69 @@ def _pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
         "total": time.monotonic() - start}}
 
 
-def signals(args, pm: dict, rm_path: str, rl: list[dict], cell_seed: int) -> dict[str, list[float]]:
-    """Every signal per prompt under one flawed RM (larger = more suspicious)."""
-    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
-    prompts = pm["prompts"]
+def seam_scorer(args, policy, tokenizer, rm, rm_tok) -> SeamScorer:
+    """PM log-likelihoods and RM rewards of candidates at the benchmark's token limits."""
+    return SeamScorer(policy, rm, tokenizer, reward_tokenizer=rm_tok, token_budget=TOKEN_BUDGET, progress=False,
+                      max_instruction_tokens=args.max_instruction_tokens, max_response_tokens=args.max_response_tokens)
+
+
+def score_candidates(scorer: SeamScorer, rl: list[dict], candidates: list[list[str]]) -> list[SeamResult]:
+    """The scorer's numbers for each D_rl prompt with its ``candidates``."""
+    return list(scorer.score([SeamExample(i, r["instruction"], r["response"], c)
+                              for i, (r, c) in enumerate(zip(rl, candidates))]))
+
+
+def candidate_numbers(candidates: list[list[str]], results: list[SeamResult]) -> list[dict]:
+    """Per prompt: the candidates, their π_SFT log-prob sums and token lengths, and the judging RM's rewards of
+    them and of the golden response."""
+    return [{"candidates": c, "logprob_sums": r.candidate_logprob_sums, "lengths": r.candidate_lengths,
+             "rewards": r.candidate_rewards, "golden_reward": r.golden_reward} for c, r in zip(candidates, results)]
+
+
+def llm_writer(args) -> str:
+    """Who wrote the LLM candidates, for labels: --llm-model, with 'local:' alone read as π_SFT."""
+    return f"{LOCAL_LLM} π_SFT" if args.llm_model == LOCAL_LLM else args.llm_model
+
+
+def llm_side(args, policy_name: str, gold_path: str, rl: list[dict], root: Path) -> dict:
+    """Once per run: SEAM_GPT candidates by --llm-model (they depend on the prompt and golden answer alone), their
+    π_SFT log-likelihoods and gold-RM rewards. A prompt the writer gave no usable answer has none (SEAM 0)."""
+    start = time.monotonic()
+    source = llm_source(args, policy_name, root / "llm_candidates")
+    candidates = source.candidates([r["instruction"] for r in rl], [r["response"] for r in rl], args.candidates)
+    stats = {**vars(source.last_stats), "requests": source.last_requests, "cache_hits": source.last_cache_hits,
+             "refused": source.last_rejected}
+    del source  # a local writer's model
+    gc.collect()
+    t_candidates = time.monotonic() - start
+    with torch.inference_mode(), autocast(args):
+        policy, tokenizer = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
+        gold, gold_tok = load_reward_model(gold_path).to(device(args)).eval(), load_tokenizer(gold_path)
+        results = score_candidates(seam_scorer(args, policy, tokenizer, gold, gold_tok), rl, candidates)
+    total = time.monotonic() - start
+    return {"writer": llm_writer(args), "prompts": candidate_numbers(candidates, results), "stats": stats,
+            "seconds": {"candidates": t_candidates, "pm_loglik": total - t_candidates, "total": total}}
+
+
+def rm_rewards(args, rm, tok, rl: list[dict], responses: list[list[str]]) -> list[list[float]]:
+    """Per prompt, the RM's reward of its golden response, then of each of its ``responses``."""
     questions, answers, owner = [], [], []
-    for i, (r, p) in enumerate(zip(rl, prompts)):
-        for text in [r["response"], *p["contrast"], *p["samples"]]:
+    for i, (r, texts) in enumerate(zip(rl, responses)):
+        for text in [r["response"], *texts]:
             questions.append(r["instruction"]), answers.append(text), owner.append(i)
     with torch.inference_mode(), autocast(args):
         rewards = reward_scores(rm, tok, questions, answers, batch_size=16, **limits(args)).tolist()
     per: list[list[float]] = [[] for _ in rl]
     for i, value in zip(owner, rewards):
         per[i].append(value)
+    return per
+
+
+def signals(args, pm: dict, rm_path: str, rl: list[dict], cell_seed: int) -> dict[str, list[float]]:
+    """Every signal of SIGNALS per prompt under one flawed RM (larger = more suspicious)."""
+    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
+    prompts = pm["prompts"]
+    per = rm_rewards(args, rm, tok, rl, [p["contrast"] + p["samples"] for p in prompts])
     out: dict[str, list[float]] = {k: [] for k in SIGNALS}
     for i, (p, values) in enumerate(zip(prompts, per)):
         golden, n_c = values[0], p["n_contrast"]
@@ -276,17 +342,89 @@ def detection(args, sig: dict[str, list[float]], labels: list[bool], seed: int) 
             for name, values in sig.items()}
 
 
+def llm_detection(args, llm: dict, rm_path: str, rl: list[dict], labels: list[bool], seed: int) -> dict:
+    """seam_llm under one flawed RM: its rewards of each golden answer and LLM candidate, weighted by the
+    candidates' π_SFT likelihoods from ``llm`` (the llm_side cell)."""
+    t0 = time.monotonic()
+    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
+    per = rm_rewards(args, rm, tok, rl, [p["candidates"] for p in llm["prompts"]])
+    seam = [seam_variants(p["logprob_sums"], p["lengths"], values[1:], values[0])["seam"]
+            for p, values in zip(llm["prompts"], per)]
+    return {"seam_llm": seam, "detection": detection(args, {"seam_llm": seam}, labels, seed),
+            "seconds": time.monotonic() - t0}
+
+
+def adversarial_detection(args, pm: dict, policy_name: str, rm_path: str, rl: list[dict], labels: list[bool],
+                          seed: int) -> dict:
+    """seam_adv under one flawed RM: the PM side's contrast candidates attacked until this RM prefers them to the
+    golden answer (SEAM_Adv), then their π_SFT log-likelihoods and this RM's rewards."""
+    t0 = time.monotonic()
+    instructions, golden = [r["instruction"] for r in rl], [r["response"] for r in rl]
+    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
+    seeds = TableSource(instructions, golden, [p["contrast"] for p in pm["prompts"]])
+    source = adversarial_source(args, seeds, max_instruction_tokens=args.max_instruction_tokens,
+                                max_response_tokens=args.max_response_tokens).bind(rm, tok)
+    with autocast(args):
+        candidates = source.candidates(instructions, golden, args.candidates)
+    t_attack = time.monotonic() - t0
+    with torch.inference_mode(), autocast(args):
+        policy, policy_tok = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
+        prompts = candidate_numbers(candidates, score_candidates(seam_scorer(args, policy, policy_tok, rm, tok),
+                                                                 rl, candidates))
+    seam = [seam_variants(p["logprob_sums"], p["lengths"], p["rewards"], p["golden_reward"])["seam"] for p in prompts]
+    return {"seam_adv": seam, "detection": detection(args, {"seam_adv": seam}, labels, seed), "prompts": prompts,
+            "stats": vars(source.last_stats), "attack_stats": vars(source.last_attack_stats),
+            "seconds": {"attack": t_attack, "total": time.monotonic() - t0}}
+
+
 # Settings that say what to run, not what a cell computes; the RL-effect runs' own settings; and common flags
 # newer than the first cells: --sft-lr, which no cell reads, and --ppo-lr, in the RL-effect keys only where it
 # differs from its former fixed value (common.later_settings), so cells saved before stay valid.
 RUN_ONLY = ("config", "out", "threads", "quick", "rhos", "seeds", "rl_effect", "rl_seeds", "rl_rho")
 RL_ONLY = ("fraction", "ppo_steps", "val_prompts", "lora_layers", "rl_val_data")
 NEWER = ("sft_lr", "ppo_lr")
+# The optional sources' flags: their signals live in cells of their own, keyed by llm_settings / adv_settings, so
+# the cells without them keep their keys.
+SOURCES = ("llm_model", "llm_endpoint", "llm_api_key_env", "adv", "adv_attack", "adv_query_budget")
+CELL_SKIP = RUN_ONLY + RL_ONLY + NEWER + SOURCES + ("gold_rm_steps",)
+"""What the shared ``settings`` of every cell key leave out."""
 
 
 def settings_of(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
     """The JSON-able settings a cell depends on (everything but ``skip``)."""
     return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
+
+
+def llm_settings(args: argparse.Namespace) -> dict:
+    """What the LLM candidates depend on beyond the shared settings (the key's environment variable does not)."""
+    return {"llm_model": args.llm_model, "llm_endpoint": args.llm_endpoint}
+
+
+def adv_settings(args: argparse.Namespace) -> dict:
+    """What the adversarial candidates depend on beyond the shared settings and the flawed RM."""
+    return {"adv_attack": args.adv_attack, "adv_query_budget": args.adv_query_budget}
+
+
+def with_sources(cell: dict, extra: dict[str, dict]) -> dict:
+    """A detect cell as the report reads it: with the optional sources' detection and per-prompt SEAM merged in."""
+    merged = {**cell, "detection": dict(cell["detection"])}
+    for part in extra.values():
+        merged["detection"].update(part["detection"])
+        merged.update({k: v for k, v in part.items() if k.startswith("seam_")})
+    return merged
+
+
+def sources_summary(args: argparse.Namespace, llm: dict | None, adv: list[dict]) -> dict:
+    """The optional sources this run scored, for labels and the report: the LLM writer with its candidates' stats;
+    the attack and its budget with each flawed RM's attack stats (``adv``: detect_adv cells with rho and seed)."""
+    out = {}
+    if llm is not None:
+        out["llm"] = {"writer": llm["writer"], "endpoint": args.llm_endpoint, "stats": llm["stats"],
+                      "seconds": llm["seconds"]}
+    if adv:
+        out["adv"] = {"attack": args.adv_attack, "query_budget": args.adv_query_budget,
+                      "per_rm": [{k: c[k] for k in ("rho", "seed", "stats", "attack_stats", "seconds")} for c in adv]}
+    return out
 
 
 def short_hash(key: dict) -> str:
@@ -366,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Every cell's key holds the settings it depends on, so a rerun with other settings adds cells
     # beside the old ones instead of mixing with them, and a killed run resumes where it stopped.
     cells = Cells(root / "cells.jsonl")
-    settings = settings_of(args, RUN_ONLY + RL_ONLY + NEWER + ("gold_rm_steps",))
+    settings = settings_of(args, CELL_SKIP)
     # The gold RM and the PM side (judged by it) depend on the gold RM's steps only: flawed RMs trained
     # longer reuse them. Everything after them depends on both when the two differ.
     gold_steps = args.rm_steps if args.gold_rm_steps is None else args.gold_rm_steps
@@ -404,7 +542,22 @@ def main(argv: list[str] | None = None) -> dict:
     gold = rm_cell(f"gold_seed{args.gold_seed}", 0.0, args.gold_seed, gold_steps, gold_settings)
     pm = cells.run({"experiment": "blind_spot", "settings": gold_settings, "cell": "pm_side", "policy": policy_name},
                    lambda: pm_side(args, policy_name, gold["path"], rl))
-    rms, detections, contrast_seam = [gold], [], {}
+    llm = None if not args.llm_model else cells.run(
+        {"experiment": "blind_spot", "settings": gold_settings, "cell": "llm_side", "policy": policy_name,
+         **llm_settings(args)}, lambda: llm_side(args, policy_name, gold["path"], rl, root))
+
+    def source_cells(rm: dict, rho: float, seed: int) -> dict[str, dict]:
+        """The optional sources' detection under one flawed RM, each a cell of its own."""
+        key, out = {"experiment": "blind_spot", "settings": settings, "rho": rho, "seed": seed}, {}
+        if llm is not None:
+            out["llm"] = cells.run({**key, "cell": "detect_llm", **llm_settings(args)},
+                                   lambda: llm_detection(args, llm, rm["path"], rl, labels, seed))
+        if args.adv:
+            out["adv"] = cells.run({**key, "cell": "detect_adv", **adv_settings(args)},
+                                   lambda: adversarial_detection(args, pm, policy_name, rm["path"], rl, labels, seed))
+        return out
+
+    rms, detections, contrast_seam, adv = [gold], [], {}, []
     for rho in args.rhos:
         for seed in args.seeds:
             rm = rm_cell(f"flawed_rho{rho}_seed{seed}", rho, seed, args.rm_steps, settings)
@@ -418,7 +571,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             cell = cells.run({"experiment": "blind_spot", "settings": settings, "cell": "detect", "rho": rho,
                               "seed": seed}, detect)
-            detections.append(cell)
+            extra = source_cells(rm, rho, seed)
+            detections.append(with_sources(cell, extra))
+            adv += [{"rho": rho, "seed": seed, **extra["adv"]}] if "adv" in extra else []
             contrast_seam[rho, seed] = (rm, cell["seam_contrast"])
     effect = None
     if args.rl_effect:
@@ -429,8 +584,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"settings": settings_of(args, ("config",)), "policy": policy_name, "rm_backbone": backbone,
               "b_modules": sorted(in_b), "rl_prompts": len(rl), "rl_in_b": sum(labels), "rms": rms,
               "cells": detections, "pm_side": {"stats": pm["stats"], "seconds": pm["seconds"]},
-              "mean_token_loglik": mean_token_loglik(pm), "wall_seconds_this_run": time.monotonic() - started,
-              "rl_effect": effect}
+              "sources": sources_summary(args, llm, adv), "mean_token_loglik": mean_token_loglik(pm, llm, adv),
+              "wall_seconds_this_run": time.monotonic() - started, "rl_effect": effect}
     files.write_json(out / "blind_spot.json", result, default=str, allow_nan=True)
     print(report(out, result))
     plot(out / "blind_spot.png", result)

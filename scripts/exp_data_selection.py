@@ -13,8 +13,9 @@ D_rl (paper: 20%) once, before the first step, through SeamCallback(mode="prune"
   seam_contrast  the largest SEAM (largest PM–RM discrepancy, the paper's "low-SEAM data") with
                  SEAM_Contrast candidates (ContrastSource over --corpus-data, band [0.8, 0.9]);
   seam_llm       … with SEAM_GPT candidates: worse answers written by --llm-model at --llm-endpoint
-                 (LLMSource, the paper's Prompt 2). Left out, with a printed note, when no
-                 --llm-model is given;
+                 (LLMSource, the paper's Prompt 2), or by a local causal LM with --llm-model
+                 local:<name or path> (local: alone: π_SFT, --sft). Left out, with a printed
+                 note, when no --llm-model is given;
   seam_adv       … with SEAM_Adv candidates: SEAM_Contrast candidates attacked (--adv-attack, default
                  deepwordbug, --adv-query-budget RM queries each) until the pair's RM prefers them;
   random         the same number of prompts drawn at random (nothing scored);
@@ -51,15 +52,14 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from experiments.common import (Cells, Judges, cell_key, ci_text, contrast_source, device, experiment_parser, figure,
-                                mean_ci, paired_differences, q_pm_judge, q_pm_label, q_pm_text, rated, resolve,
-                                run_ppo, save_figure, write_json, write_table)
+from experiments.common import (Cells, Judges, add_source_args, adversarial_source, cell_key, ci_text,
+                                contrast_source, experiment_parser, figure, llm_source, mean_ci, paired_differences,
+                                q_pm_judge, q_pm_label, q_pm_text, rated, resolve, run_ppo, save_figure, write_json,
+                                write_table)
 from experiments.ladder import (add_ladder_args, add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm,
                                 ladder_sizes, pm_key, rm_key, rung_of_rank)
 from seam_lightning import SeamCallback
-from seam_lightning.llm.chat import OpenAIBackend
 from seam_lightning.models.loading import load_reward_model
-from seam_lightning.seam.sources import AdversarialSource, LLMSource
 
 VARIANTS = ("full", "seam_contrast", "seam_llm", "seam_adv", "random", "perplexity")
 SELECTION = {"seam_contrast": "seam", "seam_llm": "seam", "seam_adv": "seam", "random": "random",
@@ -83,12 +83,7 @@ def add_args(parser) -> None:
     p("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="what to compare (default all)")
     p("--fraction", type=float, default=0.2, help="share of D_rl pruned (paper: 0.2)")
     p("--seeds", type=int, nargs="+", default=None, help="PPO seeds (default 0 1, quick 0)")
-    p("--llm-model", default=None, help="SEAM_GPT's writer of worse answers (paper: gpt-4-0613); without it "
-                                        "seam_llm is left out")
-    p("--llm-endpoint", default=None, help="its OpenAI-compatible base URL (default $OPENAI_BASE_URL, else OpenAI's)")
-    p("--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding that endpoint's key")
-    p("--adv-attack", default="deepwordbug", help="SEAM_Adv's attack (AdversarialSource: deepwordbug, pwws, ga, …)")
-    p("--adv-query-budget", type=int, default=200, help="RM queries per attacked candidate")
+    add_source_args(parser, adv_query_budget=200, without_llm="without it seam_llm is left out")
     p("--perplexity-model", default=None, help="the perplexity baseline's LM (default --base; paper: LLaMa2-7B)")
     p("--ladder-top", type=int, default=0, help="0: the one pair (--sft, --rm); K: the ladder's top K pairs")
     p("--ladder-pairs", choices=["matched", "grid"], default="matched",
@@ -127,11 +122,9 @@ def model_pairs(args: argparse.Namespace) -> list[Pair]:
 def candidate_source(args: argparse.Namespace, variant: str, contrast):
     """The candidate source of ``variant`` (a fresh SEAM_Adv source per run: it binds the run's RM)."""
     if variant == "seam_llm":
-        backend = OpenAIBackend(args.llm_model, base_url=args.llm_endpoint, api_key_env=args.llm_api_key_env)
-        return LLMSource(backend, progress=False, seed=0, cache_dir=str(Path(args.out) / "llm_candidates"))
+        return llm_source(args, args.sft, Path(args.out) / "llm_candidates")
     if variant == "seam_adv":
-        return AdversarialSource(attack=args.adv_attack, seeds=contrast, query_budget=args.adv_query_budget,
-                                 progress=False, device=str(device(args)))
+        return adversarial_source(args, contrast)
     return contrast  # seam_contrast; random and perplexity score no candidates but the callback wants a source
 
 

@@ -1,8 +1,9 @@
 """The blind-spot benchmark (scripts/exp_blind_spot.py): its pure parts, its settings, and its quick path end to end.
 
-The quick path runs on the tiny test model (policy, RM backbone and gold RM alike), with a
-40-row contrast corpus and two RM steps: the numbers mean nothing; the test checks that
-every stage runs, writes its files, and that a rerun resumes from the cells file.
+The quick path runs on the tiny test model (policy, RM backbone and gold RM alike, and the LLM
+source's writer), with a 40-row contrast corpus and two RM steps: the numbers mean nothing; the
+test checks that every stage runs, writes its files, that a rerun resumes from the cells file,
+and that the optional LLM and adversarial sources only add cells of their own.
 """
 
 import json
@@ -30,6 +31,44 @@ def test_defaults_parse():
     assert (full.max_instruction_tokens, full.max_response_tokens, full.rm_lr) == (48, 64, 5e-4)
     changed = exp_blind_spot.parse_args(["--max-response-tokens", "16", "--rm-lr", "1e-3", "--ppo-lr", "1e-5"])
     assert (changed.max_response_tokens, changed.rm_lr, changed.ppo_lr) == (16, 1e-3, 1e-5)
+    # The optional sources are off by default.
+    assert full.llm_model is None and not full.adv and (full.adv_attack, full.adv_query_budget) == ("deepwordbug", 20)
+
+
+# The shared settings every cell key held at the default flags when cells were first saved: a change here
+# would orphan every saved cell (gold RM, PM side, RMs, detections, PPO runs).
+SAVED_SETTINGS = {
+    "accelerator": "cpu", "base": "bundled:SmolLM2-135M-Instruct", "batch_size": 8, "candidates": 5,
+    "corpus_data": "demo://sft_train", "corpus_limit": None, "devices": 1, "gold_rm": None, "gold_seed": 1000,
+    "gold_steps": None, "judge_api_key_env": "OPENAI_API_KEY", "judge_cache": None, "judge_endpoint": None,
+    "judge_model": None, "max_instruction_tokens": 48, "max_response_tokens": 64, "new_tokens": 32,
+    "partition_seed": 0, "precision": None, "pref_limit": None, "pref_val": 400,
+    "preference_data": "demo://preference_train", "preference_val_data": "demo://preference_val",
+    "q_pm_judge": "gold_rm", "resamples": 1000, "rl_data": "demo://rl_train", "rl_prompts": 160,
+    "rm": "runs/reward/export", "rm_backbone": "bundled:SmolLM2-135M-Instruct", "rm_lora_layers": 8, "rm_lr": 0.0005,
+    "rm_steps": 250, "samples": 4, "sft": "runs/sft/export", "sft_data": "demo://sft_train",
+    "sft_val_data": "demo://sft_val", "share": 0.2, "strategy": "auto"}
+
+
+def test_cell_settings_are_the_saved_ones_whatever_the_sources():
+    e = exp_blind_spot
+    assert e.settings_of(e.parse_args([]), e.CELL_SKIP) == SAVED_SETTINGS
+    with_sources = e.parse_args(["--llm-model", "gpt-4o", "--llm-endpoint", "http://localhost:8000/v1", "--adv",
+                                 "--adv-attack", "pwws", "--adv-query-budget", "7", "--llm-api-key-env", "KEY"])
+    assert e.settings_of(with_sources, e.CELL_SKIP) == SAVED_SETTINGS
+
+
+def test_report_labels_the_optional_sources_only_when_computed():
+    from experiments.blind_spot_report import loglik_label, signal_labels
+    plain = signal_labels({})
+    assert "seam_llm" not in plain and "seam_adv" not in plain and list(plain) == list(exp_blind_spot.SIGNALS)
+    result = {"sources": {"llm": {"writer": "local: π_SFT"},
+                          "adv": {"attack": "deepwordbug", "query_budget": 20, "per_rm": [{}, {}]}}}
+    labels = signal_labels(result)
+    assert list(labels)[:4] == ["seam_contrast", "seam_policy", "seam_llm", "seam_adv"]
+    assert labels["seam_llm"] == "SEAM, LLM source (local: π_SFT)"
+    assert labels["seam_adv"] == "SEAM, adversarial source (deepwordbug, budget 20)"
+    assert loglik_label("adversarial", result) == "adversarial (deepwordbug, budget 20; 2 flawed RMs)"
 
 
 def test_module_of_and_partition():
@@ -89,10 +128,16 @@ def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     assert effect["conditions"]["full"]["trained_on"] == 8 and effect["conditions"]["seam"]["trained_on"] == 6
     assert effect["conditions"]["full"]["out_b_delta_vs_full"]["mean"] == 0.0  # full against itself
     assert "RL effect" in (tmp_path / "blind_spot.md").read_text()
-    # A rerun resumes: every cell comes from the file, nothing is trained again.
+    # A rerun resumes: every cell comes from the file, nothing is trained or computed again.
+    cells_file = tmp_path / "blind_spot" / "cells.jsonl"
+    saved = cells_file.read_text()
     again = exp_blind_spot.main(argv)
+    assert cells_file.read_text() == saved
     assert again["cells"] == result["cells"] and again["rl_effect"] == result["rl_effect"]
     assert again["wall_seconds_this_run"] < result["wall_seconds_this_run"]
+    assert "LLM source" not in (tmp_path / "blind_spot.md").read_text() and result["sources"] == {}
+    assert set(result["cells"][0]["detection"]) == set(exp_blind_spot.SIGNALS)
+    check_optional_sources(argv, tiny, tmp_path, result, saved)
     # Flawed RMs trained longer than the gold RM reuse its cell and the PM side it judges; they are new.
     longer = exp_blind_spot.main([*argv[:-1], "--rm-steps", "3", "--gold-rm-steps", "2"])
     by_name = {rm["name"]: rm for rm in longer["rms"]}
@@ -101,3 +146,37 @@ def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     rows = [json.loads(json.loads(line)["key"]) for line in
             (tmp_path / "blind_spot" / "cells.jsonl").read_text().splitlines()]
     assert sum(r["cell"] == "pm_side" for r in rows) == 1 and sum(r["cell"] == "rm" for r in rows) == 3
+
+
+def check_optional_sources(argv: list[str], tiny: str, out: Path, result: dict, saved: str) -> None:
+    """The LLM source (the tiny model as writer: junk replies) and the adversarial source add their own cells only,
+    leave every other number as it was, and get their rows in the report; a rerun with them computes nothing."""
+    cells_file = out / "blind_spot" / "cells.jsonl"
+    sourced_argv = [*argv, "--llm-model", f"local:{tiny}", "--adv", "--adv-query-budget", "3"]
+    sourced = exp_blind_spot.main(sourced_argv)
+    text = cells_file.read_text()
+    assert text.startswith(saved)
+    added = sorted(json.loads(json.loads(line)["key"])["cell"] for line in text[len(saved):].splitlines())
+    assert added == ["detect_adv", "detect_llm", "llm_side"]
+    cell, before = sourced["cells"][0], result["cells"][0]
+    assert {k: v for k, v in cell["detection"].items() if k not in ("seam_llm", "seam_adv")} == before["detection"]
+    for name in ("seam_llm", "seam_adv"):
+        assert len(cell[name]) == 8 and all(v >= 0 for v in cell[name])
+        auroc = cell["detection"][name]["auroc"]["value"]
+        assert 0.0 <= auroc <= 1.0 or sourced["rl_in_b"] in (0, 8)
+    assert set(sourced["mean_token_loglik"]) >= {"llm", "adversarial", "contrast"}
+    assert sourced["sources"]["llm"]["stats"]["prompts"] == 8
+    report = (out / "blind_spot.md").read_text()
+    assert f"| SEAM, LLM source (local:{tiny}) |" in report
+    assert "| SEAM, adversarial source (deepwordbug, budget 3) |" in report
+    assert f"| llm (local:{tiny}) |" in report and "| adversarial (deepwordbug, budget 3; 1 flawed RM) |" in report
+    exp_blind_spot.main(sourced_argv)
+    assert cells_file.read_text() == text
+    # The attack itself, on the flawed RM, with seeds it does not all misjudge (other prompts' golden answers).
+    args = exp_blind_spot.parse_args(sourced_argv)
+    rl = exp_blind_spot.jsonl(args.rl_data)[:args.rl_prompts]
+    pm = {"prompts": [{"contrast": [o["response"] for o in rl if o is not r][:2]} for r in rl]}
+    flawed = next(rm for rm in sourced["rms"] if rm["name"].startswith("flawed"))
+    adv = exp_blind_spot.adversarial_detection(args, pm, tiny, flawed["path"], rl, [i < 4 for i in range(8)], 0)
+    assert adv["attack_stats"]["attacked"] > 0 and adv["attack_stats"]["queries"] > 0
+    assert len(adv["seam_adv"]) == 8 and all(len(p["lengths"]) == len(p["candidates"]) for p in adv["prompts"])

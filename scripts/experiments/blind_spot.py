@@ -1,5 +1,6 @@
 """The pieces of the blind-spot benchmark (scripts/exp_blind_spot.py) that hold no model: the planted region B,
-the label flips, the detection metrics with bootstrap intervals, and the signals computed from per-candidate numbers.
+the label flips, the detection metrics with bootstrap intervals, the signals computed from per-candidate numbers,
+and a candidate source serving candidates already built.
 
 Everything here is a pure function of its arguments (hashes are sha256, never Python's salted ``hash``).
 """
@@ -13,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from seam_lightning.data.demo import MODULES
+from seam_lightning.seam.sources import CandidateSource, CandidateStats
 
 
 def stable_unit(text: str) -> float:
@@ -119,3 +121,23 @@ def seam_variants(logprob_sums: Sequence[float], lengths: Sequence[int], rewards
     return {"seam": float((weight * excess).sum()), "misjudgement_rate": float((r > golden).mean()),
             "weighted_count": float((weight * (r > golden)).sum()), "excess_unweighted": float(excess.sum()),
             "no_length_norm": float((np.exp(lp) * excess).sum())}
+
+
+# ---------------------------------------------------------------- candidates already built
+
+
+class TableSource(CandidateSource):
+    """Candidates already built, looked up by (instruction, golden response): e.g. the PM side's contrast
+    candidates, which SEAM_Adv attacks as its seeds without building them again."""
+
+    def __init__(self, instructions: Sequence[str], responses: Sequence[str], candidates: Sequence[Sequence[str]]):
+        self.table = {(q, r): list(c) for q, r, c in zip(instructions, responses, candidates)}
+
+    def candidates(self, instructions: list[str], responses: list[str], num_candidates: int) -> list[list[str]]:
+        """The first num_candidates stored candidates of each example (none for an example not in the table)."""
+        out = [self.table.get((q, r), [])[:num_candidates] for q, r in zip(instructions, responses)]
+        self.last_stats = CandidateStats.of(out, num_candidates)
+        return out
+
+    def config(self) -> dict:
+        return {"class": "TableSource", "table": [[q, r, c] for (q, r), c in self.table.items()]}

@@ -27,6 +27,35 @@ SIGNALS = {  # name -> (label in the table, kind)
     "excess_unweighted": ("ablation: misjudgement size, no likelihood (contrast)", "ablation"),
     "no_length_norm": ("ablation: SEAM without length normalisation (contrast)", "ablation"),
 }
+"""The signals every detect cell holds."""
+SOURCE_SIGNALS = {  # name -> (its entry in the result's "sources", label template filled from that entry)
+    "seam_llm": ("llm", "SEAM, LLM source ({writer})"),
+    "seam_adv": ("adv", "SEAM, adversarial source ({attack}, budget {query_budget})"),
+}
+"""The optional sources' signals (--llm-model, --adv), reported only where the run computed them."""
+
+
+def signal_labels(result: dict) -> dict[str, str]:
+    """Each reported signal's label, in table order: the SEAM rows (the optional sources' after the others where
+    computed), then the baselines and ablations."""
+    sources = result.get("sources") or {}
+    optional = {name: template.format(**sources[entry]) for name, (entry, template) in SOURCE_SIGNALS.items()
+                if entry in sources}
+    seam = {name: label for name, (label, kind) in SIGNALS.items() if kind == "SEAM"}
+    rest = {name: label for name, (label, kind) in SIGNALS.items() if kind != "SEAM"}
+    return {**seam, **optional, **rest}
+
+
+def loglik_label(name: str, result: dict) -> str:
+    """A Table-1 row's name: the source, with the LLM writer or the attack where it is one of those."""
+    sources = result.get("sources") or {}
+    if name == "llm":
+        return f"llm ({sources['llm']['writer']})"
+    if name == "adversarial":
+        adv = sources["adv"]
+        n = len(adv["per_rm"])
+        return f"adversarial ({adv['attack']}, budget {adv['query_budget']}; {n} flawed RM{'s' if n != 1 else ''})"
+    return name
 
 
 def ci_or_none(values: list[float]) -> dict | None:
@@ -54,8 +83,16 @@ def summarize_rl_effect(runs: list[dict], reference: list[float], val_in_b: list
             "pi_sft": pi_sft, "conditions": rows, "runs": runs}
 
 
-def mean_token_loglik(pm: dict) -> dict:
-    """Table 1's number per source: the mean over candidates of (log P_PM(r*|I) / len(r*))."""
+def token_logliks(prompts: list[dict]) -> list[float]:
+    """log P_PM(r*|I) / len(r*) of every candidate of ``prompts`` (each with logprob_sums and lengths)."""
+    return [lp / n for p in prompts for lp, n in zip(p["logprob_sums"], p["lengths"])]
+
+
+def mean_token_loglik(pm: dict, llm: dict | None = None, adversarial: list[dict] = ()) -> dict:
+    """Table 1's number per source: the mean over candidates of (log P_PM(r*|I) / len(r*)), as (mean, candidates).
+
+    ``llm``: the LLM candidates' cell; ``adversarial``: the detect_adv cells (pooled over the flawed RMs attacked).
+    """
     contrast, kept, all_samples = [], [], []
     for p in pm["prompts"]:
         n_c = p["n_contrast"]
@@ -64,7 +101,12 @@ def mean_token_loglik(pm: dict) -> dict:
         all_samples += per[n_c:]
         kept += [v for v, k in zip(per[n_c:], p["sample_kept"]) if k]
     mean = lambda xs: (float(np.mean(xs)) if xs else math.nan, len(xs))  # noqa: E731
-    return {"contrast": mean(contrast), "policy_sample_kept": mean(kept), "policy_sample_all": mean(all_samples)}
+    out = {"contrast": mean(contrast), "policy_sample_kept": mean(kept), "policy_sample_all": mean(all_samples)}
+    if llm is not None:
+        out["llm"] = mean(token_logliks(llm["prompts"]))
+    if adversarial:
+        out["adversarial"] = mean([v for cell in adversarial for v in token_logliks(cell["prompts"])])
+    return out
 
 
 def fmt(ci: dict) -> str:
@@ -83,13 +125,14 @@ def report(out: Path, result: dict) -> str:
         lines += ["", f"### Detection of 'prompt in B': {title} [95% bootstrap interval over prompts]", "",
                   "| signal | " + " | ".join(f"ρ={c['rho']} s{c['seed']}" for c in result["cells"]) + " |",
                   "|---" * (len(result["cells"]) + 1) + "|"]
-        for name, (label, _) in SIGNALS.items():
+        for name, label in signal_labels(result).items():
             lines.append(f"| {label} | " + " | ".join(fmt(c["detection"][name][metric]) for c in result["cells"]) + " |")
     ll = result["mean_token_loglik"]
     lines += ["", "### Candidates' mean token log-likelihood under π_SFT (paper Table 1: llm −1.81, contrast −3.07, "
               "adversarial −9.2 to −9.9)", "", "| source | mean token log-lik | candidates |", "|---|---|---|"]
     for name, (value, n) in ll.items():
-        lines.append(f"| {name} | {value:.2f} | {n} |")
+        lines.append(f"| {loglik_label(name, result)} | {value:.2f} | {n} |")
+    lines += source_notes(result.get("sources") or {})
     effect = result.get("rl_effect")
     if effect:
         ci = lambda c: f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" if c else "-"  # noqa: E731
@@ -107,12 +150,30 @@ def report(out: Path, result: dict) -> str:
     return text
 
 
+def source_notes(sources: dict) -> list[str]:
+    """A line per optional source on what it produced: prompts without candidates score SEAM 0."""
+    lines = [""] if sources else []
+    if "llm" in sources:
+        s = sources["llm"]["stats"]
+        lines.append(f"LLM source ({sources['llm']['writer']}): {s['candidates']} candidates for {s['prompts']} "
+                     f"prompts, {s['empty']} prompts with none; {s['requests']} requests, {s['cache_hits']} from the "
+                     f"cache, {s['refused']} refused; {sources['llm']['seconds']['total']:.0f} s.")
+    for rm in sources.get("adv", {}).get("per_rm", []):
+        a = rm["attack_stats"]
+        lines.append(f"Adversarial source, ρ={rm['rho']} s{rm['seed']}: {rm['stats']['candidates']} candidates for "
+                     f"{rm['stats']['prompts']} prompts ({rm['stats']['empty']} with none): {a['attacked']} seeds "
+                     f"attacked, {a['succeeded']} succeeded, {a['already_misjudged']} already misjudged, "
+                     f"{a['queries']} RM queries; {rm['seconds']['total']:.0f} s.")
+    return lines
+
+
 def plot(path: Path, result: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rhos = sorted({c["rho"] for c in result["cells"]}, reverse=True)
-    names = list(SIGNALS)
+    labels = signal_labels(result)
+    names = list(labels)
     fig, axes = plt.subplots(1, len(rhos), figsize=(3.5 + 4 * len(rhos), 5), sharey=True, squeeze=False)
     for ax, rho in zip(axes[0], rhos):
         cells = [c for c in result["cells"] if c["rho"] == rho]
@@ -127,7 +188,7 @@ def plot(path: Path, result: dict) -> None:
         ax.set_xlabel("AUROC, prompt in B (95% bootstrap)", fontsize=9)
         ax.set_xlim(0, 1)
     axes[0][0].set_yticks(np.arange(len(names)) + 0.17)
-    axes[0][0].set_yticklabels([SIGNALS[n][0] for n in names], fontsize=7)
+    axes[0][0].set_yticklabels([labels[n] for n in names], fontsize=7)
     axes[0][0].invert_yaxis()
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
