@@ -310,6 +310,7 @@ def build_demo_data(out_dir: Path) -> dict[str, Path]:
     """Write the six JSONL files <split>.jsonl into out_dir, each atomically; return {split: path}."""
     # Imported here: this file also runs alone in a bare interpreter (python -I -S) to list the items.
     from seam_lightning.files import write_text_atomic
+    from seam_lightning.jsonl import json_line
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +319,7 @@ def build_demo_data(out_dir: Path) -> dict[str, Path]:
         # Atomic: concurrent readers (other ranks) never see a half-written file,
         # and concurrent builders write identical bytes.
         paths[split] = write_text_atomic(out_dir / f"{split}.jsonl", "".join(
-            json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records))
+            json_line(r, sort_keys=True) for r in records))
     return paths
 
 
