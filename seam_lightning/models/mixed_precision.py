@@ -11,9 +11,11 @@ a linear layer under autocast computes with the rounded weight either way.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 
@@ -24,10 +26,9 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(device.type)
 
 
-def _castable(weight: nn.Parameter | None, embeddings: set[int]) -> bool:
-    """A plain frozen fp32 parameter that is not an embedding table (a tied output head shares one)."""
-    return (type(weight) is nn.Parameter and not weight.requires_grad and weight.dtype == torch.float32
-            and id(weight) not in embeddings)
+def _castable(weight: nn.Parameter | None) -> bool:
+    """A plain frozen fp32 parameter (not a trainable one, not a quantized weight class)."""
+    return type(weight) is nn.Parameter and not weight.requires_grad and weight.dtype == torch.float32
 
 
 @contextmanager
@@ -35,19 +36,21 @@ def frozen_linear_weights_in(dtype: torch.dtype | None, *models: nn.Module) -> I
     """Hold every frozen fp32 ``nn.Linear`` weight and bias of ``models`` as a ``dtype`` copy inside the block.
 
     Yields the number of tensors swapped, and puts the original parameters back on exit (also
-    on an error). Left alone: trainable parameters (LoRA adapters, value heads), quantized
-    weights (their own parameter classes), and an output head tied to the input embedding
-    (the embedding lookup is not autocast, so its table must stay fp32). With ``dtype`` None
-    (autocast off) nothing changes. Costs one ``dtype`` copy of the swapped weights while the
-    block runs; the fp32 ones stay, for the optimizer's view of the model and for checkpoints.
+    on an error). Left alone: trainable parameters (LoRA adapters, value heads) and quantized
+    weights (their own parameter classes). An output head tied to the input embedding gets
+    its own copy on the head only: the embedding lookup is not autocast, so its table stays
+    the fp32 original, and the tie is whole again on exit. (Left tied, the head's 49k × 576
+    table was cast again at every decoded token: a fifth of SmolLM2's bf16 decoding time.)
+    With ``dtype`` None (autocast off) nothing changes. Costs one ``dtype`` copy of the
+    swapped weights while the block runs; the fp32 ones stay, for the optimizer's view of the
+    model and for checkpoints.
     """
     if dtype is None:
         yield 0
         return
-    embeddings = {id(p) for model in models for m in model.modules() if isinstance(m, nn.Embedding)
-                  for p in m.parameters(recurse=False)}
     swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
     seen: set[int] = set()
+    copies: dict[int, nn.Parameter] = {}  # a weight shared by several layers is copied once
     try:
         for model in models:
             for module in model.modules():
@@ -56,10 +59,27 @@ def frozen_linear_weights_in(dtype: torch.dtype | None, *models: nn.Module) -> I
                 seen.add(id(module))
                 for name in ("weight", "bias"):
                     original = getattr(module, name)
-                    if _castable(original, embeddings):
-                        setattr(module, name, nn.Parameter(original.detach().to(dtype), requires_grad=False))
+                    if _castable(original):
+                        if id(original) not in copies:
+                            copies[id(original)] = nn.Parameter(original.detach().to(dtype), requires_grad=False)
+                        setattr(module, name, copies[id(original)])
                         swapped.append((module, name, original))
         yield len(swapped)
     finally:
         for module, name, original in reversed(swapped):
             setattr(module, name, original)
+
+
+def frozen_weights_in_trainer_dtype(trainer: Trainer, *models: nn.Module, enabled: bool = True
+                                    ) -> AbstractContextManager[int]:
+    """:func:`frozen_linear_weights_in` the dtype the Trainer's autocast computes in right now.
+
+    Call it inside the precision plugin's ``forward_context()`` (a ``training_step`` is).
+    Nothing is swapped when ``enabled`` is False, when autocast is off (fp32, or bf16
+    weights without autocast), or under FSDP, which owns its parameters' storage: a swap
+    would be undone at the next unshard.
+    """
+    dtype = autocast_dtype(trainer.strategy.root_device)
+    if not enabled or isinstance(trainer.strategy, FSDPStrategy):
+        dtype = None
+    return frozen_linear_weights_in(dtype, *models)

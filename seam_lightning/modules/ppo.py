@@ -20,14 +20,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
 from seam_lightning.models.frozen_blocks import FrozenBlocks, frozen_blocks
-from seam_lightning.models.mixed_precision import autocast_dtype, frozen_linear_weights_in
+from seam_lightning.models.mixed_precision import frozen_weights_in_trainer_dtype
 from seam_lightning.models.loading import (
     Attention,
     DType,
@@ -320,12 +319,9 @@ class PPOModule(LightningModule):
     # -- one PPO step -----------------------------------------------------------------------
 
     def _frozen_weights_in_compute_dtype(self):
-        """`frozen_linear_weights_in` autocast's dtype for every model, when ``cast_frozen_weights_once`` applies."""
-        dtype = autocast_dtype(self.device)
-        if not self.hparams.cast_frozen_weights_once or isinstance(self.trainer.strategy, FSDPStrategy):
-            dtype = None  # FSDP owns its parameters' storage: swapping them would be undone at the next unshard
+        """Every model's frozen linear weights in autocast's dtype for the block (``cast_frozen_weights_once``)."""
         models = [m for m in (self.policy, self.reference_policy, self.value_model, self.reward_model) if m is not None]
-        return frozen_linear_weights_in(dtype, *models)
+        return frozen_weights_in_trainer_dtype(self.trainer, *models, enabled=self.hparams.cast_frozen_weights_once)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # resumed: continue the random stream where it stopped

@@ -46,6 +46,7 @@ from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.batching import default_token_budget
 from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.models.mixed_precision import frozen_weights_in_trainer_dtype
 from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
 from seam_lightning.seam.perplexity import golden_perplexities
@@ -127,6 +128,9 @@ class SeamCallback(Callback):
         prepare_timeout_minutes: how long the other ranks wait for rank 0 to build the
             sources' caches (e.g. embedding a large contrast corpus), independent of the
             process group's timeout.
+        cast_frozen_weights_once: under mixed precision, hold the scoring models' frozen linear
+            weights in autocast's dtype while scoring instead of letting autocast cast them at
+            every forward (the same numbers; costs a bf16 copy of them meanwhile; off under FSDP).
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class SeamCallback(Callback):
         seed: int = 0,
         name: str | None = None,
         prepare_timeout_minutes: float = 240.0,
+        cast_frozen_weights_once: bool = True,
         policy: Literal["reference", "current"] | None = None,
         chunk_size: int | None = None,
     ):
@@ -216,6 +221,7 @@ class SeamCallback(Callback):
         self.seed = seed
         self.name = name
         self.prepare_timeout_minutes = prepare_timeout_minutes
+        self.cast_frozen_weights_once = cast_frozen_weights_once
         self._datamodule = None  # the Trainer's, kept from `setup` so a restored selection can be applied
         self.last_results: list[SeamResult] = []  # the latest scoring's results (not saved in checkpoints)
         self._restore_pending = False
@@ -385,9 +391,10 @@ class SeamCallback(Callback):
             scorer = SeamScorer(policy, reward_model, tokenizer, **prompt_format(trainer.datamodule),
                                 token_budget=self.token_budget, prompts_per_chunk=self.prompts_per_chunk,
                                 progress=False)
-            progress = self._scoring_progress(trainer, policy, reward_model)
-            results, counts = score_records(trainer, records, self.source, scorer, self.num_candidates,
-                                            self.prompts_per_chunk, progress, show_progress=self.progress)
+            progress = self._scoring_progress(trainer, policy, reward_model)  # of the weights as loaded
+            with frozen_weights_in_trainer_dtype(trainer, policy, reward_model, enabled=self.cast_frozen_weights_once):
+                results, counts = score_records(trainer, records, self.source, scorer, self.num_candidates,
+                                                self.prompts_per_chunk, progress, show_progress=self.progress)
         self.last_scoring = {"reused": counts.reused, "scored": counts.scored}
         return results
 
@@ -398,7 +405,8 @@ class SeamCallback(Callback):
         the shares are gathered, so every rank holds the same numbers and selects the same ids.
         """
         mine = records[trainer.global_rank::trainer.world_size]
-        with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context():
+        with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context(), \
+                frozen_weights_in_trainer_dtype(trainer, model, enabled=self.cast_frozen_weights_once):
             # Formatted and truncated exactly as the data module formats training data.
             formatter = PromptFormatter(tokenizer, **prompt_format(trainer.datamodule))
             budget = self.token_budget or default_token_budget(next(model.parameters()).device)

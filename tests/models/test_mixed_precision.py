@@ -21,16 +21,21 @@ def test_outputs_are_bitwise_those_of_plain_autocast(tiny_model_dir):
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
     expected = _logits(model, ids)
     before = dict(model.named_parameters())
+    before_embedding = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight is before_embedding  # the tiny model ties them, as SmolLM2 does
     with frozen_linear_weights_in(torch.bfloat16, model) as swapped:
         inside = {n: p for n, p in model.named_parameters()}
         got = _logits(model, ids)
+        head, embedding = model.get_output_embeddings().weight, model.get_input_embeddings().weight
     assert torch.equal(got, expected)
-    # 2 blocks × 7 projections; the output head is tied to the embedding and stays fp32.
-    assert swapped == 14
-    head, embedding = model.get_output_embeddings().weight, model.get_input_embeddings().weight
-    assert head is embedding and head.dtype == torch.float32
+    # 2 blocks × 7 projections and the output head. The head is tied to the embedding: it
+    # computes with a bf16 copy while the embedding lookup keeps the fp32 table.
+    assert swapped == 15
+    assert head.dtype == torch.bfloat16 and embedding.dtype == torch.float32 and embedding is before_embedding
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied again
     cast = {n for n, p in inside.items() if p.dtype == torch.bfloat16}
     assert cast and all("base_layer" in n or "lora" not in n for n in cast)
+    assert not any("embed" in n for n in cast)
     assert not any(inside[n].requires_grad for n in cast)
     assert all(inside[n] is before[n] for n in before if "lora_" in n)  # trainable adapters untouched
     # Afterwards every parameter is the original object again, in fp32.

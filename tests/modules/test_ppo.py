@@ -367,9 +367,9 @@ def test_casting_frozen_weights_once_per_step_changes_no_number(tiny_model_dir, 
     # for the step instead of casting them at each forward must give the same run, bit for bit.
     import contextlib
 
-    import seam_lightning.modules.ppo as ppo
+    import seam_lightning.models.mixed_precision as mixed_precision
 
-    swapped, original = [], ppo.frozen_linear_weights_in
+    swapped, original = [], mixed_precision.frozen_linear_weights_in
 
     @contextlib.contextmanager
     def recording(dtype, *models):
@@ -377,7 +377,7 @@ def test_casting_frozen_weights_once_per_step_changes_no_number(tiny_model_dir, 
             swapped.append(n)
             yield n
 
-    monkeypatch.setattr(ppo, "frozen_linear_weights_in", recording)
+    monkeypatch.setattr(mixed_precision, "frozen_linear_weights_in", recording)
     top = LoRASettings(r=4, dropout=0.0, layers=[-1])
 
     def run(cast_once):
@@ -392,9 +392,10 @@ def test_casting_frozen_weights_once_per_step_changes_no_number(tiny_model_dir, 
         return module, history
 
     (once, once_history), (per_call, per_call_history) = run(True), run(False)
-    # Each step swapped the frozen projections of both backbones (2 blocks × 7 each) and the RM's own
-    # score head (kept frozen beside the value model's trained copy); with the option off, none.
-    assert swapped == [29, 29, 0, 0]
+    # Each step swapped the frozen projections of both backbones (2 blocks × 7 each), the policy's
+    # output head (tied to its embedding) and the RM's own score head (kept frozen beside the value
+    # model's trained copy); with the option off, none.
+    assert swapped == [30, 30, 0, 0]
     assert len(once_history.steps) == 2 and once_history.steps == per_call_history.steps
     for (name, got), expected in zip(once.named_parameters(), per_call.parameters()):
         assert torch.equal(got, expected), name

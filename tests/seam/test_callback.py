@@ -238,3 +238,38 @@ def test_renamed_arguments_still_work_and_warn():
     with pytest.warns(FutureWarning, match=r"chunk_size=.*prompts_per_chunk="):
         callback = SeamCallback(ListSource({}), chunk_size=7)
     assert callback.prompts_per_chunk == 7
+
+
+@pytest.mark.parametrize("selection", ["seam", "perplexity"])
+def test_bf16_mixed_scoring_with_frozen_weights_cast_once_gives_the_same_scores(tiny_model_dir, rl_data, tmp_path,
+                                                                                 monkeypatch, selection):
+    """Under bf16-mixed the scoring models' frozen weights are cast once, and no score moves."""
+    import contextlib
+
+    import seam_lightning.models.mixed_precision as mixed_precision
+
+    path, table = rl_data
+    swapped, original = [], mixed_precision.frozen_linear_weights_in
+
+    @contextlib.contextmanager
+    def recording(dtype, *models):
+        with original(dtype, *models) as n:
+            swapped.append(n)
+            yield n
+
+    monkeypatch.setattr(mixed_precision, "frozen_linear_weights_in", recording)
+
+    def scores(cast_once):
+        torch.manual_seed(0)  # the RM's score head is new, drawn when the callback loads it
+        callback = SeamCallback(ListSource(table), fraction=0.3, num_candidates=3, selection=selection,
+                                reference_policy=str(tiny_model_dir), reward_model=str(tiny_model_dir),
+                                cast_frozen_weights_once=cast_once, save_progress=False, progress=False)
+        _trainer(tmp_path / str(cast_once), 1, callback, enable_checkpointing=False, precision="bf16-mixed").fit(
+            RLConsumer(str(tiny_model_dir)), datamodule=_datamodule(path))
+        return callback.scores
+
+    once, per_call = scores(True), scores(False)
+    # The tiny policy: 2 blocks × 7 projections and its tied output head; the RM adds its own
+    # 14 and its score head. With the option off nothing is swapped.
+    assert swapped == ([30] if selection == "seam" else [15]) + [0]
+    assert once == per_call and len(once) == 10
