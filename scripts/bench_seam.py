@@ -16,7 +16,7 @@ and the RM's reward of each candidate and of the golden response, then SEAM:
     and all three again with bf16 weights where the CPU computes bf16 natively
     (`seam-lightning score --dtype bfloat16`), so each ratio compares like precision
     with like; and ours with fp32 weights under bf16 autocast ("ours-autocast": how
-    SeamCallback scores inside a bf16-mixed training run).
+    SeamCallback scores inside a bf16-mixed training run, frozen weights cast once).
 
 Prints candidates/s, speed-ups, achieved model FLOP/s (2 · parameters · tokens
 actually run / s, for both models) against the FLOP/s of a large matmul measured
@@ -50,6 +50,7 @@ from seam_lightning.data.records import DataSource, load_records  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.models.forward import position_ids_from_mask, sequence_rewards  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
+from seam_lightning.models.mixed_precision import frozen_linear_weights_in  # noqa: E402
 from seam_lightning.seam.score import seam_score  # noqa: E402
 from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 
@@ -180,7 +181,8 @@ def bf16_supported() -> bool:
 def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast: bool = False, chunk: int = 64):
     scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, prompts_per_chunk=chunk, progress=False)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
-    with context:
+    # As SeamCallback scores under autocast: the frozen weights held in bf16 while it runs.
+    with context, frozen_linear_weights_in(torch.bfloat16 if autocast else None, policy, reward_model):
         return [r.seam for r in scorer.score(examples)]
 
 
