@@ -15,7 +15,8 @@ defined over the demo's module names (each record's ``source``), so the data mus
 Detection. D_rl (the first --rl-prompts of --rl-data) is scored under π_SFT and each flawed RM; every
 signal is a score per prompt, and AUROC and precision at the top 20% for "prompt in B" are reported
 with 95% bootstrap intervals over prompts: SEAM with the contrast source and with the policy's own
-samples (PolicySampleSource, judged by the gold RM: an *oracle* judge, labelled so), the baselines
+samples (PolicySampleSource, judged by the gold RM: an *oracle* judge, labelled so; or with --sample-judge
+llm by the paper's Prompt 1 at --judge-endpoint, a judge a user has), the baselines
 (random; minus the flawed RM's reward of the golden response; the spread of the flawed RM's rewards
 over the k policy samples, what OpenRLHF's dynamic filtering and verl's filter_groups look at; the
 prompt's perplexity and the golden response's perplexity under π_SFT) and SEAM's parts as ablations.
@@ -74,7 +75,8 @@ from experiments.blind_spot import (TableSource, auroc, blind_spot_modules, boot
 from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
                                            summarize_rl_effect)
 from experiments.common import (LOCAL_LLM, Cells, add_source_args, adversarial_source, autocast, device,  # noqa: E402
-                                experiment_parser, later_settings, llm_source, lora, run_ppo, top_layers, trainer)
+                                experiment_parser, later_settings, llm_judge, llm_source, lora, run_ppo, top_layers,
+                                trainer)
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
 from seam_lightning.data.collate import IGNORE_INDEX  # noqa: E402
@@ -106,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--gold-seed", type=int, default=1000, help="the gold RM's seed")
     a("--pref-limit", type=int, default=None, help="use only the first N preference pairs")
     a("--samples", type=int, default=None, help="k policy samples per prompt (default 4, quick 2)")
+    a("--sample-judge", choices=["gold_rm", "llm"], default="gold_rm",
+      help="who decides which policy samples are worse than the golden answer: gold_rm (the gold RM, an oracle "
+           "here, labelled so) or llm (the paper's Prompt 1 by --judge-model at --judge-endpoint, replies cached)")
     a("--resamples", type=int, default=1000, help="bootstrap resamples")
     a("--rl-effect", action="store_true", help="also run PPO with the flawed RM on full vs SEAM-pruned vs "
                                                "random-pruned D_rl (per --rl-seeds), judged by the gold RM")
@@ -125,9 +130,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.sample_judge == "llm" and not args.judge_model:
+        raise SystemExit("--sample-judge llm needs --judge-model NAME (and --judge-endpoint URL for a local server)")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
+
+
+def sample_judge(args: argparse.Namespace) -> dict:
+    """Who judges the policy samples, for keys and labels: the gold RM (an oracle) or the LLM judge."""
+    if args.sample_judge == "llm":
+        return {"judge": "llm", "model": args.judge_model, "endpoint": args.judge_endpoint,
+                "label": f"judge: LLM {args.judge_model}, Prompt 1"}
+    return {"judge": "gold_rm", "label": "oracle judge: gold RM"}
 
 
 def jsonl(path: str) -> list[dict]:
@@ -218,8 +233,9 @@ def _pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
     t_contrast = time.monotonic() - start
     policy, tokenizer = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
     gold, gold_tok = load_reward_model(gold_path).to(device(args)).eval(), load_tokenizer(gold_path)
-    judge = RewardJudge(gold, gold_tok, oracle=True, name="gold RM", max_instruction_tokens=args.max_instruction_tokens,
-                        max_response_tokens=args.max_response_tokens)
+    judge = llm_judge(args) if args.sample_judge == "llm" else RewardJudge(
+        gold, gold_tok, oracle=True, name="gold RM", max_instruction_tokens=args.max_instruction_tokens,
+        max_response_tokens=args.max_response_tokens)
     source = PolicySampleSource(policy, tokenizer, judge, samples_per_prompt=args.samples, seed=0,
                                 sampling=SamplingSettings(max_new_tokens=args.new_tokens),
                                 max_instruction_tokens=args.max_instruction_tokens)
@@ -386,8 +402,14 @@ NEWER = ("sft_lr", "ppo_lr")
 # The optional sources' flags: their signals live in cells of their own, keyed by llm_settings / adv_settings, so
 # the cells without them keep their keys.
 SOURCES = ("llm_model", "llm_endpoint", "llm_api_key_env", "adv", "adv_attack", "adv_query_budget")
-CELL_SKIP = RUN_ONLY + RL_ONLY + NEWER + SOURCES + ("gold_rm_steps",)
+CELL_SKIP = RUN_ONLY + RL_ONLY + NEWER + SOURCES + ("gold_rm_steps", "sample_judge")
 """What the shared ``settings`` of every cell key leave out."""
+
+
+# The common judge flags were in every cell key, at these defaults, before this benchmark read them. They matter
+# only for --sample-judge llm, which keys its cells by sample_judge(); the shared settings keep the defaults.
+JUDGE_DEFAULTS = {"q_pm_judge": "gold_rm", "judge_model": None, "judge_endpoint": None,
+                  "judge_api_key_env": "OPENAI_API_KEY", "judge_cache": None}
 
 
 def settings_of(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
@@ -504,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Every cell's key holds the settings it depends on, so a rerun with other settings adds cells
     # beside the old ones instead of mixing with them, and a killed run resumes where it stopped.
     cells = Cells(root / "cells.jsonl")
-    settings = settings_of(args, CELL_SKIP)
+    settings = {**settings_of(args, CELL_SKIP), **JUDGE_DEFAULTS}
     # The gold RM and the PM side (judged by it) depend on the gold RM's steps only: flawed RMs trained
     # longer reuse them. Everything after them depends on both when the two differ.
     gold_steps = args.rm_steps if args.gold_rm_steps is None else args.gold_rm_steps
@@ -540,8 +562,12 @@ def main(argv: list[str] | None = None) -> dict:
         return cells.run(key, train)
 
     gold = rm_cell(f"gold_seed{args.gold_seed}", 0.0, args.gold_seed, gold_steps, gold_settings)
-    pm = cells.run({"experiment": "blind_spot", "settings": gold_settings, "cell": "pm_side", "policy": policy_name},
-                   lambda: pm_side(args, policy_name, gold["path"], rl))
+    # The policy samples kept, and so the PM side and every detection, depend on their judge; the RMs, the
+    # optional sources and the RL effect (pruned by contrast SEAM) do not. Keyed only when not the default,
+    # so cells saved before the flag existed stay valid.
+    judged = {} if args.sample_judge == "gold_rm" else {"sample_judge": sample_judge(args)}
+    pm = cells.run({"experiment": "blind_spot", "settings": gold_settings, "cell": "pm_side", "policy": policy_name,
+                    **judged}, lambda: pm_side(args, policy_name, gold["path"], rl))
     llm = None if not args.llm_model else cells.run(
         {"experiment": "blind_spot", "settings": gold_settings, "cell": "llm_side", "policy": policy_name,
          **llm_settings(args)}, lambda: llm_side(args, policy_name, gold["path"], rl, root))
@@ -570,7 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "seam_contrast": sig["seam_contrast"], "seconds": time.monotonic() - t0}
 
             cell = cells.run({"experiment": "blind_spot", "settings": settings, "cell": "detect", "rho": rho,
-                              "seed": seed}, detect)
+                              "seed": seed, **judged}, detect)
             extra = source_cells(rm, rho, seed)
             detections.append(with_sources(cell, extra))
             adv += [{"rho": rho, "seed": seed, **extra["adv"]}] if "adv" in extra else []
@@ -583,6 +609,7 @@ def main(argv: list[str] | None = None) -> dict:
         effect = rl_effect(args, cells, settings, policy_name, flawed, gold, rl, seam, in_b, root)
     result = {"settings": settings_of(args, ("config",)), "policy": policy_name, "rm_backbone": backbone,
               "b_modules": sorted(in_b), "rl_prompts": len(rl), "rl_in_b": sum(labels), "rms": rms,
+              "sample_judge": sample_judge(args),
               "cells": detections, "pm_side": {"stats": pm["stats"], "seconds": pm["seconds"]},
               "sources": sources_summary(args, llm, adv), "mean_token_loglik": mean_token_loglik(pm, llm, adv),
               "wall_seconds_this_run": time.monotonic() - started, "rl_effect": effect}

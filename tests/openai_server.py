@@ -60,6 +60,17 @@ def asked_n(prompt: str) -> int:
     return int(m.group(1)) if m else 1
 
 
+PROMPT_1 = re.compile(r"\[Question\] (.*) \[The Start of Assistant's Answer\] (.*)"
+                      r"\n\n\[The End of Assistant's Answer\]\Z", re.DOTALL)
+"""A rendered Prompt 1 (the paper's judge prompt), as LLMJudge sends it."""
+
+
+def judged(prompt: str) -> tuple[str, str]:
+    """(question, answer) inside a rendered Prompt 1."""
+    question, answer = PROMPT_1.search(prompt).groups()
+    return question, answer
+
+
 def numbered_reply(request: dict) -> str:
     """The default reply: as many numbered answers as asked for, each naming the question."""
     prompt = request["messages"][-1]["content"]

@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import exp_blind_spot  # noqa: E402
+from openai_server import MODEL, PROMPT_1, FakeOpenAI, judged  # noqa: E402
 from experiments.blind_spot import (auroc, blind_spot_modules, flip_pairs, module_of, precision_at,  # noqa: E402
                                     seam_variants)
 from seam_lightning.seam.score import seam_score  # noqa: E402
@@ -146,6 +147,35 @@ def test_quick_path_on_tiny_models(tiny_model_dir, tmp_path, capsys):
     rows = [json.loads(json.loads(line)["key"]) for line in
             (tmp_path / "blind_spot" / "cells.jsonl").read_text().splitlines()]
     assert sum(r["cell"] == "pm_side" for r in rows) == 1 and sum(r["cell"] == "rm" for r in rows) == 3
+    check_llm_sample_judge(argv, tmp_path, result)
+
+
+def check_llm_sample_judge(argv: list[str], out: Path, result: dict) -> None:
+    """--sample-judge llm: the policy samples are kept where the paper's Prompt 1 judge rates them below the
+    golden answer; the PM side and the detections get cells of their own, the RMs and PPO runs are reused."""
+    args = exp_blind_spot.parse_args(argv)
+    goldens = {r["response"].strip() for r in exp_blind_spot.jsonl(args.rl_data)[:args.rl_prompts]}
+
+    def rating(answer: str) -> int:  # the golden answers 5, a sample by its length: some below, some not
+        return 5 if answer.strip() in goldens else len(answer) % 11
+
+    def reply(request: dict) -> str:
+        return f"Judged. Rating: [[{rating(judged(request['messages'][-1]['content'])[1])}]]"
+
+    cells_file = out / "blind_spot" / "cells.jsonl"
+    before = cells_file.read_text()
+    with FakeOpenAI(reply=reply) as server:
+        judged_run = exp_blind_spot.main([*argv, "--sample-judge", "llm", "--judge-endpoint", server.url,
+                                          "--judge-model", MODEL, "--judge-cache", str(out / "judge.jsonl")])
+        assert server.requests and all(PROMPT_1.search(p) for p in server.prompts)
+    added = [json.loads(line) for line in cells_file.read_text()[len(before):].splitlines()]
+    assert sorted(json.loads(row["key"])["cell"] for row in added) == ["detect", "pm_side"]
+    pm = next(row["result"] for row in added if json.loads(row["key"])["cell"] == "pm_side")
+    samples = [(text, kept) for p in pm["prompts"] for text, kept in zip(p["samples"], p["sample_kept"])]
+    assert samples and all(kept == (rating(text) < 5 and bool(text.strip())) for text, kept in samples)
+    assert judged_run["rms"] == result["rms"] and judged_run["rl_effect"] == result["rl_effect"]
+    assert judged_run["sample_judge"]["judge"] == "llm"
+    assert f"| SEAM, policy samples (judge: LLM {MODEL}, Prompt 1) |" in (out / "blind_spot.md").read_text()
 
 
 def check_optional_sources(argv: list[str], tiny: str, out: Path, result: dict, saved: str) -> None:

@@ -9,7 +9,6 @@ OpenAI-compatible server.
 """
 
 import json
-import re
 import runpy
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from openai_server import MODEL, FakeOpenAI, numbered_reply
+from openai_server import MODEL, PROMPT_1, FakeOpenAI, judged, numbered_reply
 from seam_lightning.eval.judge import PAPER_JUDGE_PROMPT, render_judge_prompt
 from seam_lightning.eval.stats import mean_ci
 
@@ -48,16 +47,6 @@ MODELS = {"saturation": ["pm-4-seed0", "rm-0-seed0", "rm-4-seed0"],  # k = 0 is 
 FIGURES = {"saturation": ["saturation.png", "saturation_heatmap.png"]}
 LLM_JUDGED = {"saturation", "scaling"}  # Q_PM by the LLM judge there; by the gold RM elsewhere
 LLM_SOURCED = {"data_selection"}  # SEAM_GPT's worse answers from the test server
-PROMPT_1 = re.compile(r"\[Question\] (.*) \[The Start of Assistant's Answer\] (.*)"
-                      r"\n\n\[The End of Assistant's Answer\]\Z", re.DOTALL)
-
-
-def judged(prompt: str) -> tuple[str, str]:
-    """(question, answer) inside a rendered Prompt 1."""
-    question, answer = PROMPT_1.search(prompt).groups()
-    return question, answer
-
-
 def rating_of(answer: str) -> int:
     """The fake judge's rating: a function of the answer alone, so a test can recompute it."""
     return len(answer) % 11

@@ -16,7 +16,7 @@ from seam_lightning.eval.stats import mean_ci
 RL_CONDITIONS = ("full", "seam", "random")
 SIGNALS = {  # name -> (label in the table, kind)
     "seam_contrast": ("SEAM, contrast source", "SEAM"),
-    "seam_policy": ("SEAM, policy samples (oracle judge: gold RM)", "SEAM"),
+    "seam_policy": ("SEAM, policy samples ({judge})", "SEAM"),
     "random": ("random", "baseline"),
     "neg_golden_reward": ("− flawed RM reward of golden response", "baseline"),
     "reward_spread": ("std of flawed RM reward over k policy samples", "baseline"),
@@ -41,7 +41,8 @@ def signal_labels(result: dict) -> dict[str, str]:
     sources = result.get("sources") or {}
     optional = {name: template.format(**sources[entry]) for name, (entry, template) in SOURCE_SIGNALS.items()
                 if entry in sources}
-    seam = {name: label for name, (label, kind) in SIGNALS.items() if kind == "SEAM"}
+    judge = (result.get("sample_judge") or {}).get("label", "oracle judge: gold RM")  # results saved before the flag
+    seam = {name: label.format(judge=judge) for name, (label, kind) in SIGNALS.items() if kind == "SEAM"}
     rest = {name: label for name, (label, kind) in SIGNALS.items() if kind != "SEAM"}
     return {**seam, **optional, **rest}
 
