@@ -54,6 +54,7 @@ stopped and a rerun with more --rhos/--seeds/--rl-seeds adds cells. Writes <out>
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import hashlib
 import json
@@ -70,27 +71,26 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch import seed_everything  # noqa: E402
 
-from experiments.blind_spot import (TableSource, auroc, blind_spot_modules, bootstrap, flip_pairs,  # noqa: E402
-                                    module_of, precision_at, seam_variants, stable_unit)
+from experiments.blind_spot import blind_spot_modules, flip_pairs, module_of, seam_variants, stable_unit  # noqa: E402
 from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
                                            summarize_rl_effect)
-from experiments.common import (LOCAL_LLM, Cells, add_source_args, adversarial_source, autocast, device,  # noqa: E402
-                                experiment_parser, later_settings, llm_judge, llm_source, lora, run_ppo, top_layers,
-                                trainer)
+from experiments.blind_spot_scoring import (TOKEN_BUDGET, detection, limits, load_rm,  # noqa: E402
+                                            prompt_perplexities, rm_rewards, score_candidates, seam_scorer)
+from experiments.blind_spot_sources import (adv_settings, adversarial_detection, llm_detection,  # noqa: E402
+                                            llm_settings, llm_side, sources_summary, with_sources)
+from experiments.common import (Cells, add_source_args, autocast, device, experiment_parser,  # noqa: E402
+                                later_settings, llm_judge, lora, run_ppo, top_layers, trainer)
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
-from seam_lightning.data.collate import IGNORE_INDEX  # noqa: E402
 from seam_lightning.data.demo import resolve_demo_uri  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
-from seam_lightning.models.batching import pad_id_of, run_sequences  # noqa: E402
-from seam_lightning.models.forward import response_logprob_sums  # noqa: E402
-from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer, resolve_model_path  # noqa: E402
-from seam_lightning.seam.perplexity import golden_perplexities, perplexity  # noqa: E402
-from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer  # noqa: E402
+from seam_lightning.models.loading import (DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer,  # noqa: E402
+                                           resolve_model_path)
+from seam_lightning.seam.perplexity import golden_perplexities  # noqa: E402
 from seam_lightning.seam.sources import ContrastSource, PolicySampleSource, RewardJudge  # noqa: E402
 
-TOKEN_BUDGET = 4096
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The common experiment flags (hardware, sizes, token limits, --rm-lr, --config YAML) plus the benchmark's own;
     the token limits default to 48 instruction / 64 response tokens here."""
@@ -191,9 +191,6 @@ def train_rm(args: argparse.Namespace, backbone: str, pairs_path: Path, seed: in
     return time.monotonic() - start
 
 
-def limits(args: argparse.Namespace) -> dict:
-    return dict(max_instruction_tokens=args.max_instruction_tokens, max_response_tokens=args.max_response_tokens,
-                progress=False)
 
 
 def plant_check(args, model, tokenizer, val: list[dict], in_b: frozenset[str]) -> dict:
@@ -208,15 +205,6 @@ def plant_check(args, model, tokenizer, val: list[dict], in_b: frozenset[str]) -
     return out
 
 
-def prompt_perplexities(policy, tokenizer, instructions: list[str]) -> list[float]:
-    """Perplexity of each instruction's own tokens under the policy, read as text after a document boundary (EOS)."""
-    eos = tokenizer.eos_token_id
-    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in instructions]
-    sequences = [[eos] + x for x in ids]
-    labels = [[IGNORE_INDEX] + x for x in ids]
-    with torch.inference_mode():
-        sums = run_sequences(policy, response_logprob_sums, sequences, pad_id_of(tokenizer), "right", TOKEN_BUDGET, labels)
-    return [perplexity(s, len(x)) for s, x in zip(sums, ids)]
 
 
 def pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
@@ -269,67 +257,20 @@ def _pm_side(args, policy_name: str, gold_path: str, rl: list[dict]) -> dict:
         "total": time.monotonic() - start}}
 
 
-def seam_scorer(args, policy, tokenizer, rm, rm_tok) -> SeamScorer:
-    """PM log-likelihoods and RM rewards of candidates at the benchmark's token limits."""
-    return SeamScorer(policy, rm, tokenizer, reward_tokenizer=rm_tok, token_budget=TOKEN_BUDGET, progress=False,
-                      max_instruction_tokens=args.max_instruction_tokens, max_response_tokens=args.max_response_tokens)
 
 
-def score_candidates(scorer: SeamScorer, rl: list[dict], candidates: list[list[str]]) -> list[SeamResult]:
-    """The scorer's numbers for each D_rl prompt with its ``candidates``."""
-    return list(scorer.score([SeamExample(i, r["instruction"], r["response"], c)
-                              for i, (r, c) in enumerate(zip(rl, candidates))]))
 
 
-def candidate_numbers(candidates: list[list[str]], results: list[SeamResult]) -> list[dict]:
-    """Per prompt: the candidates, their π_SFT log-prob sums and token lengths, and the judging RM's rewards of
-    them and of the golden response."""
-    return [{"candidates": c, "logprob_sums": r.candidate_logprob_sums, "lengths": r.candidate_lengths,
-             "rewards": r.candidate_rewards, "golden_reward": r.golden_reward} for c, r in zip(candidates, results)]
 
 
-def llm_writer(args) -> str:
-    """Who wrote the LLM candidates, for labels: --llm-model, with 'local:' alone read as π_SFT."""
-    return f"{LOCAL_LLM} π_SFT" if args.llm_model == LOCAL_LLM else args.llm_model
 
 
-def llm_side(args, policy_name: str, gold_path: str, rl: list[dict], root: Path) -> dict:
-    """Once per run: SEAM_GPT candidates by --llm-model (they depend on the prompt and golden answer alone), their
-    π_SFT log-likelihoods and gold-RM rewards. A prompt the writer gave no usable answer has none (SEAM 0)."""
-    start = time.monotonic()
-    source = llm_source(args, policy_name, root / "llm_candidates")
-    candidates = source.candidates([r["instruction"] for r in rl], [r["response"] for r in rl], args.candidates)
-    stats = {**vars(source.last_stats), "requests": source.last_requests, "cache_hits": source.last_cache_hits,
-             "refused": source.last_rejected}
-    del source  # a local writer's model
-    gc.collect()
-    t_candidates = time.monotonic() - start
-    with torch.inference_mode(), autocast(args):
-        policy, tokenizer = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
-        gold, gold_tok = load_reward_model(gold_path).to(device(args)).eval(), load_tokenizer(gold_path)
-        results = score_candidates(seam_scorer(args, policy, tokenizer, gold, gold_tok), rl, candidates)
-    total = time.monotonic() - start
-    return {"writer": llm_writer(args), "prompts": candidate_numbers(candidates, results), "stats": stats,
-            "seconds": {"candidates": t_candidates, "pm_loglik": total - t_candidates, "total": total}}
 
 
-def rm_rewards(args, rm, tok, rl: list[dict], responses: list[list[str]]) -> list[list[float]]:
-    """Per prompt, the RM's reward of its golden response, then of each of its ``responses``."""
-    questions, answers, owner = [], [], []
-    for i, (r, texts) in enumerate(zip(rl, responses)):
-        for text in [r["response"], *texts]:
-            questions.append(r["instruction"]), answers.append(text), owner.append(i)
-    with torch.inference_mode(), autocast(args):
-        rewards = reward_scores(rm, tok, questions, answers, batch_size=16, **limits(args)).tolist()
-    per: list[list[float]] = [[] for _ in rl]
-    for i, value in zip(owner, rewards):
-        per[i].append(value)
-    return per
 
 
-def signals(args, pm: dict, rm_path: str, rl: list[dict], cell_seed: int) -> dict[str, list[float]]:
-    """Every signal of SIGNALS per prompt under one flawed RM (larger = more suspicious)."""
-    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
+def signals(args, pm: dict, rm, tok, rl: list[dict], cell_seed: int) -> dict[str, list[float]]:
+    """Every signal of SIGNALS per prompt under one flawed RM ``rm`` with its tokenizer (larger = more suspicious)."""
     prompts = pm["prompts"]
     per = rm_rewards(args, rm, tok, rl, [p["contrast"] + p["samples"] for p in prompts])
     out: dict[str, list[float]] = {k: [] for k in SIGNALS}
@@ -352,45 +293,10 @@ def signals(args, pm: dict, rm_path: str, rl: list[dict], cell_seed: int) -> dic
     return out
 
 
-def detection(args, sig: dict[str, list[float]], labels: list[bool], seed: int) -> dict:
-    return {name: {"auroc": bootstrap(auroc, values, labels, args.resamples, seed),
-                   "precision_at_20": bootstrap(lambda s, y: precision_at(s, y, 0.2), values, labels, args.resamples, seed)}
-            for name, values in sig.items()}
 
 
-def llm_detection(args, llm: dict, rm_path: str, rl: list[dict], labels: list[bool], seed: int) -> dict:
-    """seam_llm under one flawed RM: its rewards of each golden answer and LLM candidate, weighted by the
-    candidates' π_SFT likelihoods from ``llm`` (the llm_side cell)."""
-    t0 = time.monotonic()
-    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
-    per = rm_rewards(args, rm, tok, rl, [p["candidates"] for p in llm["prompts"]])
-    seam = [seam_variants(p["logprob_sums"], p["lengths"], values[1:], values[0])["seam"]
-            for p, values in zip(llm["prompts"], per)]
-    return {"seam_llm": seam, "detection": detection(args, {"seam_llm": seam}, labels, seed),
-            "seconds": time.monotonic() - t0}
 
 
-def adversarial_detection(args, pm: dict, policy_name: str, rm_path: str, rl: list[dict], labels: list[bool],
-                          seed: int) -> dict:
-    """seam_adv under one flawed RM: the PM side's contrast candidates attacked until this RM prefers them to the
-    golden answer (SEAM_Adv), then their π_SFT log-likelihoods and this RM's rewards."""
-    t0 = time.monotonic()
-    instructions, golden = [r["instruction"] for r in rl], [r["response"] for r in rl]
-    rm, tok = load_reward_model(rm_path).to(device(args)).eval(), load_tokenizer(rm_path)
-    seeds = TableSource(instructions, golden, [p["contrast"] for p in pm["prompts"]])
-    source = adversarial_source(args, seeds, max_instruction_tokens=args.max_instruction_tokens,
-                                max_response_tokens=args.max_response_tokens).bind(rm, tok)
-    with autocast(args):
-        candidates = source.candidates(instructions, golden, args.candidates)
-    t_attack = time.monotonic() - t0
-    with torch.inference_mode(), autocast(args):
-        policy, policy_tok = load_policy(policy_name).to(device(args)).eval(), load_tokenizer(policy_name)
-        prompts = candidate_numbers(candidates, score_candidates(seam_scorer(args, policy, policy_tok, rm, tok),
-                                                                 rl, candidates))
-    seam = [seam_variants(p["logprob_sums"], p["lengths"], p["rewards"], p["golden_reward"])["seam"] for p in prompts]
-    return {"seam_adv": seam, "detection": detection(args, {"seam_adv": seam}, labels, seed), "prompts": prompts,
-            "stats": vars(source.last_stats), "attack_stats": vars(source.last_attack_stats),
-            "seconds": {"attack": t_attack, "total": time.monotonic() - t0}}
 
 
 # Settings that say what to run, not what a cell computes; the RL-effect runs' own settings; and common flags
@@ -417,36 +323,12 @@ def settings_of(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
     return json.loads(json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip}, default=str))
 
 
-def llm_settings(args: argparse.Namespace) -> dict:
-    """What the LLM candidates depend on beyond the shared settings (the key's environment variable does not)."""
-    return {"llm_model": args.llm_model, "llm_endpoint": args.llm_endpoint}
 
 
-def adv_settings(args: argparse.Namespace) -> dict:
-    """What the adversarial candidates depend on beyond the shared settings and the flawed RM."""
-    return {"adv_attack": args.adv_attack, "adv_query_budget": args.adv_query_budget}
 
 
-def with_sources(cell: dict, extra: dict[str, dict]) -> dict:
-    """A detect cell as the report reads it: with the optional sources' detection and per-prompt SEAM merged in."""
-    merged = {**cell, "detection": dict(cell["detection"])}
-    for part in extra.values():
-        merged["detection"].update(part["detection"])
-        merged.update({k: v for k, v in part.items() if k.startswith("seam_")})
-    return merged
 
 
-def sources_summary(args: argparse.Namespace, llm: dict | None, adv: list[dict]) -> dict:
-    """The optional sources this run scored, for labels and the report: the LLM writer with its candidates' stats;
-    the attack and its budget with each flawed RM's attack stats (``adv``: detect_adv cells with rho and seed)."""
-    out = {}
-    if llm is not None:
-        out["llm"] = {"writer": llm["writer"], "endpoint": args.llm_endpoint, "stats": llm["stats"],
-                      "seconds": llm["seconds"]}
-    if adv:
-        out["adv"] = {"attack": args.adv_attack, "query_budget": args.adv_query_budget,
-                      "per_rm": [{k: c[k] for k in ("rho", "seed", "stats", "attack_stats", "seconds")} for c in adv]}
-    return out
 
 
 def short_hash(key: dict) -> str:
@@ -572,15 +454,19 @@ def main(argv: list[str] | None = None) -> dict:
         {"experiment": "blind_spot", "settings": gold_settings, "cell": "llm_side", "policy": policy_name,
          **llm_settings(args)}, lambda: llm_side(args, policy_name, gold["path"], rl, root))
 
+    # A flawed RM is loaded once for the cells that score with it (those already saved load nothing).
+    flawed_rm = functools.lru_cache(maxsize=1)(functools.partial(load_rm, args))
+
     def source_cells(rm: dict, rho: float, seed: int) -> dict[str, dict]:
         """The optional sources' detection under one flawed RM, each a cell of its own."""
         key, out = {"experiment": "blind_spot", "settings": settings, "rho": rho, "seed": seed}, {}
         if llm is not None:
             out["llm"] = cells.run({**key, "cell": "detect_llm", **llm_settings(args)},
-                                   lambda: llm_detection(args, llm, rm["path"], rl, labels, seed))
+                                   lambda: llm_detection(args, llm, *flawed_rm(rm["path"]), rl, labels, seed))
         if args.adv:
             out["adv"] = cells.run({**key, "cell": "detect_adv", **adv_settings(args)},
-                                   lambda: adversarial_detection(args, pm, policy_name, rm["path"], rl, labels, seed))
+                                   lambda: adversarial_detection(args, pm, policy_name, *flawed_rm(rm["path"]), rl,
+                                                                  labels, seed))
         return out
 
     rms, detections, contrast_seam, adv = [gold], [], {}, []
@@ -591,7 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             def detect(rm=rm, rho=rho, seed=seed) -> dict:
                 t0 = time.monotonic()
-                sig = signals(args, pm, rm["path"], rl, seed)
+                sig = signals(args, pm, *flawed_rm(rm["path"]), rl, seed)
                 return {"rho": rho, "seed": seed, "detection": detection(args, sig, labels, seed),
                         "seam_contrast": sig["seam_contrast"], "seconds": time.monotonic() - t0}
 

@@ -16,9 +16,11 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import exp_blind_spot  # noqa: E402
-from openai_server import MODEL, PROMPT_1, FakeOpenAI, judged  # noqa: E402
 from experiments.blind_spot import (auroc, blind_spot_modules, flip_pairs, module_of, precision_at,  # noqa: E402
                                     seam_variants)
+from experiments.blind_spot_scoring import load_rm  # noqa: E402
+from experiments.blind_spot_sources import adversarial_detection  # noqa: E402
+from openai_server import MODEL, PROMPT_1, FakeOpenAI, judged  # noqa: E402
 from seam_lightning.seam.score import seam_score  # noqa: E402
 
 
@@ -207,6 +209,7 @@ def check_optional_sources(argv: list[str], tiny: str, out: Path, result: dict, 
     rl = exp_blind_spot.jsonl(args.rl_data)[:args.rl_prompts]
     pm = {"prompts": [{"contrast": [o["response"] for o in rl if o is not r][:2]} for r in rl]}
     flawed = next(rm for rm in sourced["rms"] if rm["name"].startswith("flawed"))
-    adv = exp_blind_spot.adversarial_detection(args, pm, tiny, flawed["path"], rl, [i < 4 for i in range(8)], 0)
+    rm, tok = load_rm(args, flawed["path"])
+    adv = adversarial_detection(args, pm, tiny, rm, tok, rl, [i < 4 for i in range(8)], 0)
     assert adv["attack_stats"]["attacked"] > 0 and adv["attack_stats"]["queries"] > 0
     assert len(adv["seam_adv"]) == 8 and all(len(p["lengths"]) == len(p["candidates"]) for p in adv["prompts"])
