@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +132,27 @@ class SeededSampling(LogitsProcessor):
         return chosen.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 
 
+@contextmanager
+def attention_implementation(model: nn.Module, name: str | None) -> Iterator[None]:
+    """Inside the block ``model`` (a transformers model, or a peft model around one) computes attention with ``name``.
+
+    Its own implementation is back on exit (also on an error). ``None``, or the implementation
+    the model already has, changes nothing; so does a model class transformers cannot switch
+    at run time (it logs a warning).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if name is None or current is None or name == current:
+        yield
+        return
+    base.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(current)
+
+
 @torch.no_grad()
 def sample_responses(
     policy: nn.Module,
@@ -140,6 +163,7 @@ def sample_responses(
     pad_token_id: int,
     greedy: bool = False,
     seeds: list[int] | None = None,
+    attn_implementation: str | None = None,
 ) -> Responses:
     """Generate one response per left-padded prompt (sampling, or greedy decoding for evaluation).
 
@@ -149,6 +173,10 @@ def sample_responses(
     ``generation_config`` (instruct exports ship do_sample, temperature, top_p,
     repetition_penalty) is not merged in, so PPO's log-probs are taken under the
     distribution the samples came from and greedy decoding is greedy.
+
+    ``attn_implementation`` (e.g. ``"eager"``) is the attention used while decoding only, the
+    model's own before and after (see :func:`attention_implementation`): each decoding step
+    attends from one token, where a kernel built for long sequences may not be the fastest.
     """
     sampler = None
     if seeds is not None and not greedy:
@@ -174,9 +202,10 @@ def sample_responses(
     modes = [(module, module.training) for module in policy.modules()]  # restored exactly, mixed or not
     policy.eval()
     try:
-        sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                                    logits_processor=LogitsProcessorList([sampler] if sampler else []),
-                                    use_model_defaults=False)
+        with attention_implementation(policy, attn_implementation):
+            sequences = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
+                                        logits_processor=LogitsProcessorList([sampler] if sampler else []),
+                                        use_model_defaults=False)
     finally:
         for module, training in modes:
             module.training = training

@@ -8,6 +8,7 @@ from seam_lightning.rl.generation import (
     Responses,
     SamplingSettings,
     SeededSampling,
+    attention_implementation,
     counter_uniform,
     inverse_cdf,
     sample_responses,
@@ -329,3 +330,39 @@ def test_generation_of_a_policy_training_with_gradient_checkpointing_is_unchange
     got = sample_responses(checkpointed, ids, mask, settings, EOS, PAD, greedy=True)
     assert torch.equal(got.sequences, expected.sequences)
     assert checkpointed.training  # the caller's mode is restored
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_decoding_attention_is_switched_for_generation_only(tiny_model_dir, lora):
+    """With attn_implementation="eager" the tokens are those of a model loaded with eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    from seam_lightning import LoRASettings
+
+    ids, mask = torch.tensor([[5, 6, 7, 8], [2, 2, 9, 10]]), torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    settings = SamplingSettings(max_new_tokens=8)
+    model = load_policy(str(tiny_model_dir), lora=LoRASettings(r=4, dropout=0.0) if lora else None).eval()
+    inner = model.get_base_model() if lora else model
+    assert inner.config._attn_implementation == "sdpa"
+    seen = []
+    hook = inner.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, args: seen.append(module.config._attn_implementation))
+    got = sample_responses(model, ids, mask, settings, EOS, PAD, greedy=True, attn_implementation="eager")
+    hook.remove()
+    assert set(seen) == {"eager"} and len(seen) == 8  # the prompt, then one step per new token
+    assert inner.config._attn_implementation == "sdpa"  # its own attention is back
+    eager = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager").eval()
+    expected = eager.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                              eos_token_id=EOS, pad_token_id=PAD)
+    assert torch.equal(got.sequences, expected)
+
+
+def test_attention_comes_back_after_an_error(policy):
+    assert policy.config._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_implementation(policy, "eager"):
+            assert policy.config._attn_implementation == "eager"
+            raise RuntimeError("boom")
+    assert policy.config._attn_implementation == "sdpa"
+    with attention_implementation(policy, None):
+        assert policy.config._attn_implementation == "sdpa"
