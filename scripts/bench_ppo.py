@@ -224,7 +224,7 @@ def run(model: str, dtype_name: str, args) -> tuple[float, float]:
     lora = LoRASettings(r=16, alpha=32, dropout=0.0, layers=list(range(-layers, 0)))
     steps = args.steps + 1
     module = PPOModule(policy=model, reward_model=model, lora=lora, value_lora=lora, dtype=weights,
-                       reuse_frozen_blocks=not args.no_reuse,
+                       reuse_frozen_blocks=not args.no_reuse, generation_attn_implementation=args.generation_attn,
                        sampling=SamplingSettings(max_new_tokens=args.new_tokens), learning_rate=2e-4,
                        ppo_epochs=args.ppo_epochs, mini_batch_size=args.mini_batch_size, kl_coef=0.05, kl_target=None,
                        reward_normalization="running", missing_eos_penalty=1.0, max_ppo_steps=steps,
@@ -300,6 +300,8 @@ def main() -> None:
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N blocks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--generation-attn", default=None, choices=["sdpa", "eager"],
+                        help="PPOModule(generation_attn_implementation=...): the attention while sampling")
     parser.add_argument("--no-reuse", action="store_true",
                         help="PPOModule(reuse_frozen_blocks=False): run the frozen blocks in every forward")
     args = parser.parse_args()

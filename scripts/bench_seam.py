@@ -197,11 +197,13 @@ def build_models(args):
         from tiny import build_tiny_model_dir
 
         path = str(build_tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", hidden_size=64))
-        return load_policy(path), load_reward_model(path), load_tokenizer(path)
+        return (load_policy(path, attn_implementation=args.attn), load_reward_model(path, attn_implementation=args.attn),
+                load_tokenizer(path))
     reward = args.reward_model if Path(args.reward_model).exists() else args.model
     if reward != args.reward_model:
         print(f"({args.reward_model} not found: the RM is {args.model} with a new random head; speed is the same)")
-    return load_policy(args.model), load_reward_model(reward), load_tokenizer(args.model)
+    return (load_policy(args.model, attn_implementation=args.attn),
+            load_reward_model(reward, attn_implementation=args.attn), load_tokenizer(args.model))
 
 
 def main() -> None:
@@ -214,6 +216,7 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=None, help="tokens per pass (default: by device)")
     parser.add_argument("--sweep", action="store_true", help="also time ours for N in 1, 8, 30 and longer prompts")
     parser.add_argument("--quick", action="store_true", help="tiny random model (seconds)")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="the models' attention")
     args = parser.parse_args()
     torch.manual_seed(0)
 
