@@ -43,3 +43,21 @@ class RLConsumer(LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def record_frozen_weight_swaps(monkeypatch) -> list[int]:
+    """Record how many tensors each ``frozen_linear_weights_in`` block swaps (the real one still runs)."""
+    import contextlib
+
+    import seam_lightning.models.mixed_precision as mixed_precision
+
+    swapped, original = [], mixed_precision.frozen_linear_weights_in
+
+    @contextlib.contextmanager
+    def recording(dtype, *models):
+        with original(dtype, *models) as n:
+            swapped.append(n)
+            yield n
+
+    monkeypatch.setattr(mixed_precision, "frozen_linear_weights_in", recording)
+    return swapped

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from doubles import ListSource
+from doubles import ListSource, record_frozen_weight_swaps
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
@@ -365,19 +365,7 @@ def test_gradient_checkpointing_gives_the_same_ppo_trajectory(tiny_model_dir, rl
 def test_casting_frozen_weights_once_per_step_changes_no_number(tiny_model_dir, rl_file, tmp_path, monkeypatch):
     # bf16-mixed: autocast computes every linear layer in bf16; holding the frozen weights in bf16
     # for the step instead of casting them at each forward must give the same run, bit for bit.
-    import contextlib
-
-    import seam_lightning.models.mixed_precision as mixed_precision
-
-    swapped, original = [], mixed_precision.frozen_linear_weights_in
-
-    @contextlib.contextmanager
-    def recording(dtype, *models):
-        with original(dtype, *models) as n:
-            swapped.append(n)
-            yield n
-
-    monkeypatch.setattr(mixed_precision, "frozen_linear_weights_in", recording)
+    swapped = record_frozen_weight_swaps(monkeypatch)
     top = LoRASettings(r=4, dropout=0.0, layers=[-1])
 
     def run(cast_once):

@@ -3,7 +3,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from doubles import ListSource, RLConsumer
+from doubles import ListSource, RLConsumer, record_frozen_weight_swaps
 from lightning.pytorch import Trainer
 
 from seam_lightning import DataSource, RLHFDataModule, SeamCallback
@@ -244,20 +244,8 @@ def test_renamed_arguments_still_work_and_warn():
 def test_bf16_mixed_scoring_with_frozen_weights_cast_once_gives_the_same_scores(tiny_model_dir, rl_data, tmp_path,
                                                                                  monkeypatch, selection):
     """Under bf16-mixed the scoring models' frozen weights are cast once, and no score moves."""
-    import contextlib
-
-    import seam_lightning.models.mixed_precision as mixed_precision
-
     path, table = rl_data
-    swapped, original = [], mixed_precision.frozen_linear_weights_in
-
-    @contextlib.contextmanager
-    def recording(dtype, *models):
-        with original(dtype, *models) as n:
-            swapped.append(n)
-            yield n
-
-    monkeypatch.setattr(mixed_precision, "frozen_linear_weights_in", recording)
+    swapped = record_frozen_weight_swaps(monkeypatch)
 
     def scores(cast_once):
         torch.manual_seed(0)  # the RM's score head is new, drawn when the callback loads it
