@@ -63,40 +63,13 @@ from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL  # noqa: E402
 
 from experiments.flops import backward_flops, forward_flops, generation_floor, shape_of  # noqa: E402
+from experiments.machine import matmul_rates, read_bandwidth  # noqa: E402
 
 PRECISION = {"float32": ("float32", "32-true"), "bf16-mixed": ("float32", "bf16-mixed"),
              "bfloat16": ("bfloat16", "32-true")}
 
 
 # -- this machine's limits ------------------------------------------------------------------------
-
-
-def matmul_rate(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """FLOP/s of a square ``F.linear`` (what nn.Linear runs): the best of repeated runs for about ``seconds``.
-
-    ``F.linear``, not ``a @ b``: in bf16 on a CPU without native bf16 the two take different
-    kernels (oneDNN's reorder-to-fp32 for linear is ~8x faster than ``mm``'s fallback).
-    """
-    x, w = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.nn.functional.linear(x, w)  # warm-up
-    best, started = 0.0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        t = time.perf_counter()
-        torch.nn.functional.linear(x, w)
-        best = max(best, 2 * size**3 / (time.perf_counter() - t))
-    return best
-
-
-def read_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """Bytes/s of reading a tensor far larger than the caches (its sum): the best of ``repeats``."""
-    x = torch.ones(megabytes * 2**20 // 4)
-    x.sum()
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        x.sum()
-        best = max(best, x.numel() * 4 / (time.perf_counter() - t))
-    return best
 
 
 @dataclass
@@ -106,10 +79,7 @@ class Machine:
 
     @staticmethod
     def measure(bf16: bool) -> Machine:
-        flops = {torch.float32: matmul_rate(torch.float32)}
-        if bf16:  # a smaller GEMM: without native bf16 (AVX-512 BF16 / AMX) it is ~10x slower than fp32
-            flops[torch.bfloat16] = matmul_rate(torch.bfloat16, size=1024)
-        return Machine(flops, read_bandwidth())
+        return Machine(matmul_rates(bf16), read_bandwidth())
 
 
 # -- timing the module's phases --------------------------------------------------------------------

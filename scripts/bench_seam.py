@@ -44,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from experiments.machine import matmul_rates  # noqa: E402
 from seam_lightning.data.collate import pad  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
@@ -163,15 +164,6 @@ def timed(fn):
     return result, time.perf_counter() - start, peak[0]
 
 
-def matmul_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
 def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -229,12 +221,10 @@ def main() -> None:
     print(f"device: cpu, {torch.get_num_threads()} threads; PM {params[0] / 1e6:.1f} M and RM {params[1] / 1e6:.1f} M "
           f"parameters; {args.prompts} prompts x {args.candidates} candidates")
 
-    flops = {torch.float32: matmul_flops(torch.float32)}
-    print(f"matmul 2048^3 fp32: {flops[torch.float32] / 1e9:.1f} GFLOP/s")
     use_bf16 = bf16_supported()
-    if use_bf16:
-        flops[torch.bfloat16] = matmul_flops(torch.bfloat16)
-        print(f"matmul 2048^3 bf16: {flops[torch.bfloat16] / 1e9:.1f} GFLOP/s")
+    flops = matmul_rates(use_bf16)
+    print("peak matmul (best of 1 s of runs): " + "; ".join(
+        f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in flops.items()))
 
     results = {}
     with torch.inference_mode():

@@ -32,11 +32,13 @@ import shutil
 import time
 from pathlib import Path
 
-from experiments.common import (Cells, cell_key, experiment_parser, Judges, bar_plot, ci_text, contrast_source,
-                                q_pm_judge, q_pm_label, q_pm_text, resolve, rl_records, rm_accuracy, run_ppo,
-                                seam_scores, train_reward_model, write_json, write_table)
-from seam_lightning.seam.augment import contrast_augmentations
+from experiments.common import (Cells, cell_key, experiment_parser, resolve, rl_records, rm_accuracy, run_ppo,
+                                seam_scores, train_reward_model)
+from experiments.judges import Judges, q_pm_judge, q_pm_label, q_pm_text
+from experiments.outputs import bar_plot, ci_text, write_json, write_table
+from experiments.sources import contrast_source
 from seam_lightning.jsonl import write_jsonl_atomic
+from seam_lightning.seam.augment import contrast_augmentations
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam, selection_size
 

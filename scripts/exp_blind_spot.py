@@ -78,8 +78,10 @@ from experiments.blind_spot_scoring import (TOKEN_BUDGET, detection, limits, loa
                                             prompt_perplexities, rm_rewards, score_candidates, seam_scorer)
 from experiments.blind_spot_sources import (adv_settings, adversarial_detection, llm_detection,  # noqa: E402
                                             llm_settings, llm_side, sources_summary, with_sources)
-from experiments.common import (Cells, add_source_args, autocast, device, experiment_parser,  # noqa: E402
-                                later_settings, llm_judge, lora, run_ppo, top_layers, trainer)
+from experiments.common import (Cells, autocast, device, experiment_parser, later_settings, lora, run_ppo,  # noqa: E402
+                                top_layers, trainer)
+from experiments.judges import llm_judge  # noqa: E402
+from experiments.sources import add_source_args  # noqa: E402
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
 from seam_lightning.data.demo import resolve_demo_uri  # noqa: E402

@@ -52,13 +52,14 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from experiments.common import (Cells, Judges, add_source_args, adversarial_source, cell_key, ci_text,
-                                contrast_source, experiment_parser, figure, llm_source, mean_ci, paired_differences,
-                                q_pm_judge, q_pm_label, q_pm_text, rated, resolve, run_ppo, save_figure, write_json,
-                                write_table)
+from experiments.common import Cells, cell_key, experiment_parser, resolve, run_ppo
+from experiments.judges import Judges, paired_differences, q_pm_judge, q_pm_label, q_pm_text, rated
 from experiments.ladder import (add_ladder_args, add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm,
                                 ladder_sizes, pm_key, rm_key, rung_of_rank)
+from experiments.outputs import ci_text, figure, save_figure, write_json, write_table
+from experiments.sources import add_source_args, adversarial_source, contrast_source, llm_source
 from seam_lightning import SeamCallback
+from seam_lightning.eval.stats import mean_ci
 from seam_lightning.models.loading import load_reward_model
 
 VARIANTS = ("full", "seam_contrast", "seam_llm", "seam_adv", "random", "perplexity")

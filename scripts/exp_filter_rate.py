@@ -25,10 +25,12 @@ import gc
 import time
 from pathlib import Path
 
-from experiments.common import (Cells, Judges, cell_key, ci_text, contrast_source, experiment_parser, figure, mean_ci,
-                                paired_differences, q_pm_judge, q_pm_label, q_pm_text, resolve, run_ppo, save_figure,
-                                write_json, write_table)
+from experiments.common import Cells, cell_key, experiment_parser, resolve, run_ppo
+from experiments.judges import Judges, paired_differences, q_pm_judge, q_pm_label, q_pm_text
+from experiments.outputs import ci_text, figure, save_figure, write_json, write_table
+from experiments.sources import contrast_source
 from seam_lightning import SeamCallback
+from seam_lightning.eval.stats import mean_ci
 
 PAPER_RATES = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8]
 """App. E.1's filter rates; the paper settles on 0.2 (its peak is near 0.4)."""

@@ -35,10 +35,11 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from experiments.common import (Cells, cell_key, experiment_parser, contrast_source, ensure_gold_rm, figure,
-                                markdown_table, resolve, rl_records, save_figure, seam_scores, write_json)
+from experiments.common import Cells, cell_key, experiment_parser, ensure_gold_rm, resolve, rl_records, seam_scores
 from experiments.ladder import (add_ladder_args, add_ladder_reuse_args, check_ladders, ensure_pm, ensure_rm,
                                 ladder_sizes, pm_key, rm_key, rung_of_rank)
+from experiments.outputs import figure, markdown_table, save_figure, write_json
+from experiments.sources import contrast_source
 from seam_lightning import files
 from seam_lightning.seam.scorer import SeamExample
 from seam_lightning.seam.selection import largest_seam

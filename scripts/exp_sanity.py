@@ -36,12 +36,14 @@ import random
 import time
 from pathlib import Path
 
-from experiments.common import (Cells, Judges, cell_key, contrast_source, experiment_parser, figure, mean_ci,
-                                pair_accuracy, q_pm_judge, q_pm_label, q_pm_text, resolve, save_figure, write_json,
-                                write_table)
+from experiments.common import Cells, cell_key, experiment_parser, pair_accuracy, resolve
+from experiments.judges import Judges, q_pm_judge, q_pm_label, q_pm_text
 from experiments.ladder import add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key
+from experiments.outputs import figure, save_figure, write_json, write_table
+from experiments.sources import contrast_source
 from seam_lightning import DataSource
 from seam_lightning.data.records import load_records
+from seam_lightning.eval.stats import mean_ci
 from seam_lightning.models.loading import load_reward_model, load_tokenizer
 
 DEMO_PM_EXAMPLES, DEMO_RM_PAIRS = [0, 128], [0, 128]  # the quick sizes are the ladder's

@@ -29,9 +29,10 @@ import gc
 import time
 from pathlib import Path
 
-from experiments.common import (Cells, Judges, cell_key, ci_text, experiment_parser, figure, q_pm_judge, q_pm_label,
-                                q_pm_text, resolve, rm_accuracy, run_ppo, save_figure, write_json, write_table)
+from experiments.common import Cells, cell_key, experiment_parser, resolve, rm_accuracy, run_ppo
+from experiments.judges import Judges, q_pm_judge, q_pm_label, q_pm_text
 from experiments.ladder import add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key
+from experiments.outputs import ci_text, figure, save_figure, write_json, write_table
 from seam_lightning.models.loading import load_reward_model, load_tokenizer
 
 

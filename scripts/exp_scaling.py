@@ -41,13 +41,14 @@ from pathlib import Path
 
 import torch
 
-from experiments.common import (Cells, Judges, autocast, cell_key, ci_text, device, experiment_parser, figure,
-                                mean_ci, q_pm_judge, q_pm_label, q_pm_text, rated, resolve, rl_records, rm_accuracy,
-                                save_figure, write_json, write_table)
+from experiments.common import Cells, autocast, cell_key, device, experiment_parser, resolve, rl_records, rm_accuracy
+from experiments.judges import Judges, q_pm_judge, q_pm_label, q_pm_text, rated
 from experiments.ladder import (add_ladder_args, check_ladders, ensure_pm, ensure_rm, ladder_sizes, pm_key, rm_key,
                                 rung_of_rank)
+from experiments.outputs import ci_text, figure, save_figure, write_json, write_table
 from seam_lightning import files
 from seam_lightning.eval.quality import generate_responses, match_rate, reference_preferences, reward_scores
+from seam_lightning.eval.stats import mean_ci
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer, resolve_model_path
 
 

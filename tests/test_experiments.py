@@ -112,7 +112,8 @@ def test_experiment_runs_and_resumes_on_tiny_models(name, tiny_model_dir, tmp_pa
 def test_q_pm_by_the_llm_judge_is_the_mean_prompt_1_rating(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # never send a real key to the test server
     monkeypatch.syspath_prepend(str(SCRIPTS))
-    from experiments.common import Judges, experiment_parser, resolve
+    from experiments.common import experiment_parser, resolve
+    from experiments.judges import Judges
 
     tiny = str(tiny_model_dir)
     unrated = set()

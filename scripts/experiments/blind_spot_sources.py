@@ -16,7 +16,8 @@ import torch
 
 from experiments.blind_spot import TableSource, seam_variants
 from experiments.blind_spot_scoring import candidate_numbers, detection, rm_rewards, score_candidates, seam_scorer
-from experiments.common import LOCAL_LLM, adversarial_source, autocast, device, llm_source
+from experiments.common import autocast, device
+from experiments.sources import LOCAL_LLM, adversarial_source, llm_source
 from seam_lightning.models.loading import load_policy, load_reward_model, load_tokenizer
 
 

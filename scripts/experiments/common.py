@@ -1,23 +1,16 @@
-"""What the four experiment scripts share: settings, training runs, Q_PM, the gold RM, JSON, tables and plots.
+"""What the experiment drivers share: flags, hardware, resumable cells, training runs, the gold RM and SEAM scores.
 
 Everything runs in this process through the package's own classes (RLHFDataModule,
 RewardModule, PPOModule, SeamCallback, SeamScorer), on the CPU in bf16 autocast
 where the CPU computes bf16 natively (fp32 elsewhere: emulated bf16 is ~100x slower),
-sized by command-line flags (``--quick`` for a run of a few minutes).
-
-Q_PM is, by default (``--q-pm-judge gold_rm``), judge-free: the mean reward a *gold*
-reward model gives to a policy's greedy responses to held-out prompts (demo://rl_val),
-with a 95% t interval over the prompts. The gold RM is trained once, differently from
-the training RM (see `ensure_gold_rm`), and reused from disk afterwards. With
-``--q-pm-judge llm`` it is the paper's own measure instead: an LLM judge's mean rating
-(0-10) of the same responses under Prompt 1, asked of any OpenAI-compatible endpoint
-(``--judge-endpoint``, ``--judge-model``), every reply cached on disk by `LLMJudge`.
+sized by command-line flags (``--quick`` for a run of a few minutes). Q_PM's judges are
+in `experiments.judges`, the candidate sources in `experiments.sources`, and the
+JSON, tables and figures in `experiments.outputs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -28,22 +21,18 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
 from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 
+from experiments.outputs import write_json  # noqa: E402
 from seam_lightning import (DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule,  # noqa: E402
                             SamplingSettings, SFTModule)
 from seam_lightning.data.records import load_records  # noqa: E402
-from seam_lightning import files  # noqa: E402
-from seam_lightning.eval.judge import LLMJudge  # noqa: E402
-from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
-from seam_lightning.eval.stats import mean_ci  # noqa: E402
-from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
-from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
-from seam_lightning.seam.sources import AdversarialSource, CandidateSource, ContrastSource, LLMSource  # noqa: E402
+from seam_lightning.eval.quality import preference_accuracy  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from seam_lightning.llm.chat import ChatBackend, OpenAIBackend, TransformersBackend  # noqa: E402
-from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
+from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
+from seam_lightning.seam.scorer import SeamExample, SeamScorer  # noqa: E402
 
 Q_PM_JUDGES = ("gold_rm", "llm")
 BF16 = cpu_has_native_bf16()
@@ -224,9 +213,10 @@ def top_layers(model: str, wanted: int) -> int:
 
 def trainer(args: argparse.Namespace, root: str | Path, callbacks: list | None = None, **kwargs: Any) -> Trainer:
     """A quiet Trainer on the run's hardware (see ``precision``): no logger, checkpoints or validation."""
-    return Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, precision=precision(args), logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                   limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks or [], **kwargs)
+    return Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+                   precision=precision(args), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                   default_root_dir=str(root), callbacks=callbacks or [], **kwargs)
 
 
 def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: list | None = None,
@@ -236,10 +226,10 @@ def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: l
     policy = policy or args.sft
     seed_everything(seed, verbose=False)
     data = RLHFDataModule(sft=None, sft_val=None, preference=None, preference_val=None,
-                              rl=DataSource(args.rl_data, limit=args.rl_prompts), rl_val=None,
-                              batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
-                              max_response_tokens=args.max_response_tokens, seed=seed,
-                              drop_last=True)  # every PPO step has batch_size prompts, in every condition
+                          rl=DataSource(args.rl_data, limit=args.rl_prompts), rl_val=None,
+                          batch_size=args.batch_size, max_instruction_tokens=args.max_instruction_tokens,
+                          max_response_tokens=args.max_response_tokens, seed=seed,
+                          drop_last=True)  # every PPO step has batch_size prompts, in every condition
     layers = top_layers(policy, args.lora_layers)
     module = PPOModule(policy=policy, reward_model=reward_model, lora=lora(layers), value_lora=lora(layers),
                        sampling=SamplingSettings(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0),
@@ -248,107 +238,6 @@ def run_ppo(args: argparse.Namespace, reward_model: str, seed: int, callbacks: l
                        max_ppo_steps=args.ppo_steps, evaluate_at_start=False, seed=seed)
     trainer(args, root or Path(args.out) / "lightning", callbacks, max_epochs=-1).fit(module, datamodule=data)
     return module
-
-
-def llm_judge(args: argparse.Namespace) -> LLMJudge:
-    """The paper's Prompt 1 judge on the OpenAI-compatible endpoint the flags name; replies cached on disk."""
-    backend = OpenAIBackend(args.judge_model, base_url=args.judge_endpoint, api_key_env=args.judge_api_key_env)
-    return LLMJudge(backend, cache_path=args.judge_cache, template="paper", progress=False)
-
-
-def q_pm_label(args: argparse.Namespace) -> str:
-    """What a Q_PM number is, for table headers and axis labels."""
-    return "Q_PM: LLM-judge rating 0-10" if args.q_pm_judge == "llm" else "Q_PM: gold-RM reward"
-
-
-def q_pm_judge(args: argparse.Namespace) -> dict[str, Any]:
-    """Who gives Q_PM, made ready: the gold RM (trained once if missing, with its held-out accuracy) or the LLM
-    judge."""
-    if args.q_pm_judge == "llm":
-        return {"judge": "llm", "model": args.judge_model, "endpoint": args.judge_endpoint, "prompt": "Prompt 1 "
-                "(paper App. C.1)", "scale": "0-10", "cache": args.judge_cache}
-    return {"judge": "gold_rm", **ensure_gold_rm(args)}
-
-
-def q_pm_text(args: argparse.Namespace, judge: dict[str, Any]) -> str:
-    """The settings line's account of Q_PM: on how many prompts, by whom, how good the judge is."""
-    if judge["judge"] == "llm":
-        return (f"Q_PM on {args.val_prompts} held-out prompts by LLM judge {judge['model']} at "
-                f"{judge['endpoint'] or 'the default endpoint'} (Prompt 1, 0-10)")
-    return (f"Q_PM on {args.val_prompts} held-out prompts by gold RM {judge['path']} "
-            f"(held-out accuracy {judge['accuracy']:.3f} on {judge['pairs']} pairs)")
-
-
-def rated(values: list[float | None]) -> list[float]:
-    """The values a judge gave (an LLM judge's unparsable or refused replies are None)."""
-    return [v for v in values if v is not None]
-
-
-def paired_differences(values: list[float | None], reference: list[float | None]) -> list[float]:
-    """Per-prompt ``values - reference`` over the prompts both were rated on."""
-    return [a - b for a, b in zip(values, reference) if a is not None and b is not None]
-
-
-class Judges:
-    """Q_PM's judge (gold RM or LLM judge, ``--q-pm-judge``) and the training RM, loaded once.
-
-    Both score a policy's greedy responses to held-out prompts (``--rl-val-data`` unless
-    other instructions are given). ``tokenizer``: the policies' tokenizer (default args.sft);
-    ``train_rm=False`` leaves the training-RM reward out (the ladder drivers have many RMs).
-    """
-
-    def __init__(self, args: argparse.Namespace, tokenizer: str | None = None, train_rm: bool = True):
-        self.instructions = [r.text["instruction"] for r in
-                             load_records(DataSource(args.rl_val_data, limit=args.val_prompts), ("instruction",))]
-        self.tokenizer = load_tokenizer(tokenizer or args.sft)
-        self.args, self.device = args, device(args)
-        self.llm = llm_judge(args) if args.q_pm_judge == "llm" else None
-        self.gold = load_reward_model(args.gold_rm).to(self.device).eval() if self.llm is None else None
-        self.train_rm = load_reward_model(args.rm).to(self.device).eval() if train_rm else None
-        self.new_tokens = args.new_tokens
-
-    def q_pm_scores(self, instructions: list[str], responses: list[str]) -> list[float | None]:
-        """Per response: the LLM judge's rating (None where its reply held none) or the gold RM's reward."""
-        if self.llm is not None:
-            return self.llm.rate(instructions, responses)
-        with torch.inference_mode(), autocast(self.args):
-            return self._rewards(self.gold, instructions, responses)
-
-    def _rewards(self, model: torch.nn.Module, instructions: list[str], responses: list[str]) -> list[float]:
-        return reward_scores(model, self.tokenizer, instructions, responses, progress=False,
-                             max_instruction_tokens=self.args.max_instruction_tokens,
-                             max_response_tokens=self.args.max_response_tokens).tolist()
-
-    def evaluate(self, policy: torch.nn.Module, instructions: list[str] | None = None) -> dict[str, Any]:
-        """Q_PM (mean ± CI over the rated prompts) and training-RM reward of ``policy``'s greedy responses.
-
-        The training-RM number is what PPOModule logs as val/reward (greedy responses, the RM's score).
-        """
-        instructions = self.instructions if instructions is None else instructions
-        with torch.inference_mode(), autocast(self.args):
-            responses = generate_responses(policy, self.tokenizer, instructions, self.new_tokens, batch_size=12,
-                                           max_instruction_tokens=self.args.max_instruction_tokens,
-                                           progress=False)
-        scores = self.q_pm_scores(instructions, responses)
-        if not rated(scores):
-            raise SystemExit(f"the LLM judge rated none of {len(scores)} answers (see the warnings above)")
-        result = {"q_pm": mean_ci(rated(scores)).to_dict(), "q_pm_per_prompt": scores,
-                  "unrated": len(scores) - len(rated(scores)),
-                  "mean_length_chars": sum(map(len, responses)) / len(responses)}
-        if self.train_rm is not None:
-            with torch.inference_mode(), autocast(self.args):
-                rm = self._rewards(self.train_rm, instructions, responses)
-            result.update(rm_reward=mean_ci(rm).to_dict(), rm_per_prompt=rm)
-        return result
-
-    def evaluate_path(self, path: str, instructions: list[str] | None = None) -> dict[str, Any]:
-        """`evaluate` of a saved policy (e.g. π_SFT, the reference row of every table)."""
-        policy = load_policy(path).to(self.device).eval()
-        try:
-            return self.evaluate(policy, instructions)
-        finally:
-            del policy
-            gc.collect()
 
 
 def train_sft(args: argparse.Namespace, model: str, examples: int, epochs: int, seed: int,
@@ -418,58 +307,12 @@ def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
            **later_settings(args, "max_instruction_tokens", "max_response_tokens")}
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())
-    info = {"key": key, "path": str(path), "accuracy": rm_accuracy(args, load_reward_model(str(path)), load_tokenizer(str(path)),
-                                                                 args.pref_val),
-            "pairs": args.pref_val, "trained_seconds": trained_seconds}
+    accuracy = rm_accuracy(args, load_reward_model(str(path)), load_tokenizer(str(path)), args.pref_val)
+    info = {"key": key, "path": str(path), "accuracy": accuracy, "pairs": args.pref_val,
+            "trained_seconds": trained_seconds}
     write_json(cache, info)
     print(f"[gold RM] {path}: held-out preference accuracy {info['accuracy']:.3f} on {args.pref_val} pairs", flush=True)
     return info
-
-
-def contrast_source(args: argparse.Namespace) -> ContrastSource:
-    """SEAM_Contrast over demo://sft_train as in cli.yaml (MiniLM encoder, band [0.8, 0.9])."""
-    return ContrastSource(corpus=DataSource(args.corpus_data, limit=args.corpus_limit), band=(0.8, 0.9))
-
-
-LOCAL_LLM = "local:"
-"""--llm-model's prefix for a local causal LM (``local:<name or path>``; ``local:`` alone: π_SFT)."""
-
-
-def add_source_args(parser: ArgumentParser, adv_query_budget: int, without_llm: str) -> None:
-    """The flags of the LLM (SEAM_GPT) and adversarial (SEAM_Adv) candidate sources.
-
-    ``adv_query_budget``: the driver's default RM queries per attacked candidate; ``without_llm``: what the
-    driver does without --llm-model (for its help).
-    """
-    p = parser.add_argument
-    p("--llm-model", default=None, help="SEAM_GPT's writer of worse answers (LLMSource, the paper's Prompt 2; paper: "
-                                        f"gpt-4-0613): a model NAME at --llm-endpoint, or '{LOCAL_LLM}<name or path>' "
-                                        f"for a local causal LM ('{LOCAL_LLM}' alone: π_SFT); {without_llm}")
-    p("--llm-endpoint", default=None, help="its OpenAI-compatible base URL (default $OPENAI_BASE_URL, else OpenAI's)")
-    p("--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding that endpoint's key")
-    p("--adv-attack", default="deepwordbug", help="SEAM_Adv's attack (AdversarialSource: deepwordbug, pwws, ga, …)")
-    p("--adv-query-budget", type=int, default=adv_query_budget, help="RM queries per attacked candidate")
-
-
-def llm_backend(args: argparse.Namespace, policy: str) -> ChatBackend:
-    """--llm-model's chat model: ``local:<name or path>`` samples a local causal LM on the run's device (``local:``
-    alone: ``policy``, π_SFT); any other name is asked at the OpenAI-compatible --llm-endpoint."""
-    if args.llm_model.startswith(LOCAL_LLM):
-        return TransformersBackend(args.llm_model[len(LOCAL_LLM):] or policy, device=str(device(args)))
-    return OpenAIBackend(args.llm_model, base_url=args.llm_endpoint, api_key_env=args.llm_api_key_env)
-
-
-def llm_source(args: argparse.Namespace, policy: str, cache_dir: str | Path) -> LLMSource:
-    """SEAM_GPT candidates from --llm-model (the paper's Prompt 2), every reply cached under ``cache_dir``."""
-    return LLMSource(llm_backend(args, policy), progress=False, seed=0, cache_dir=str(cache_dir))
-
-
-def adversarial_source(args: argparse.Namespace, seeds: CandidateSource, **formatting: Any) -> AdversarialSource:
-    """SEAM_Adv candidates: ``seeds``' candidates attacked (--adv-attack, --adv-query-budget RM queries each) until
-    the RM prefers them to the golden answer; ``formatting``: the RM's token limits (AdversarialSource's defaults
-    without). The victim is the RM a SeamCallback offers, or one bound with ``bind``."""
-    return AdversarialSource(attack=args.adv_attack, seeds=seeds, query_budget=args.adv_query_budget, progress=False,
-                             device=str(device(args)), **formatting)
 
 
 def rl_records(args: argparse.Namespace):
@@ -487,61 +330,3 @@ def seam_scores(args: argparse.Namespace, policy: str, reward_model: str, exampl
                         max_response_tokens=args.max_response_tokens, progress=False)
     with torch.inference_mode(), autocast(args):
         return {r.id: r.seam for r in scorer.score(examples, total=len(examples))}
-
-
-def write_json(path: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON atomically; paths and the like as strings, NaN (e.g. an undefined ρ) kept."""
-    return files.write_json(path, payload, default=str, allow_nan=True)
-
-
-def write_table(path: str | Path, headers: list[str], rows: list[list[Any]]) -> str:
-    """The markdown table of ``rows``, printed and written to ``path`` (atomically); returns its text."""
-    text = markdown_table(headers, rows)
-    print(text)
-    files.write_text_atomic(path, text + "\n")
-    return text
-
-
-def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
-    """A markdown table; floats get 3 decimals."""
-    def cell(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
-
-
-def ci_text(ci: dict[str, float]) -> str:
-    """'mean [low, high]' of a MeanCI dict."""
-    return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
-
-
-def figure(width: float = 6, height: float = 4, ncols: int = 1):
-    """A new (figure, axes) from matplotlib on the Agg backend (no display needed); ``ncols`` > 1: a row of axes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt.subplots(1, ncols, figsize=(width, height))
-
-
-def save_figure(fig, ax, path: str | Path, title: str) -> Path:
-    """Title the axes, write the figure to ``path`` as a PNG and free it."""
-    import matplotlib.pyplot as plt
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
-
-
-def bar_plot(path: str | Path, labels: list[str], cis: list[dict[str, float]], title: str, ylabel: str,
-             reference: float | None = None, reference_label: str = "") -> Path:
-    """Bars of means with 95% CI error bars (and an optional horizontal reference line)."""
-    fig, ax = figure()
-    means = [c["mean"] for c in cis]
-    errors = [[c["mean"] - c["low"] for c in cis], [c["high"] - c["mean"] for c in cis]]
-    ax.bar(labels, means, yerr=errors, capsize=6, color="tab:blue", alpha=0.8)
-    if reference is not None:
-        ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
-        ax.legend()
-    ax.set_ylabel(ylabel)
-    return save_figure(fig, ax, path, title)
