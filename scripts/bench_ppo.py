@@ -185,7 +185,8 @@ def run(model: str, dtype_name: str, args) -> tuple[float, float]:
     machine = Machine.measure(bf16=compute == torch.bfloat16)
     rates = "; ".join(f"matmul {str(k).removeprefix('torch.')} {v / 1e9:.1f} GFLOP/s" for k, v in machine.flops.items())
     print(f"\n{model}, {dtype_name}: {torch.get_num_threads()} threads; "
-          f"read bandwidth {machine.bandwidth / 1e9:.1f} GB/s; {rates}")
+          f"read bandwidth {machine.bandwidth / 1e9:.1f} GB/s; {rates}; attention {args.attn}, "
+          f"while sampling {args.generation_attn or args.attn}")
     seed_everything(0, verbose=False)
     from transformers import AutoConfig
     from seam_lightning.models.loading import resolve_model_path
@@ -194,7 +195,8 @@ def run(model: str, dtype_name: str, args) -> tuple[float, float]:
     lora = LoRASettings(r=16, alpha=32, dropout=0.0, layers=list(range(-layers, 0)))
     steps = args.steps + 1
     module = PPOModule(policy=model, reward_model=model, lora=lora, value_lora=lora, dtype=weights,
-                       reuse_frozen_blocks=not args.no_reuse, generation_attn_implementation=args.generation_attn,
+                       reuse_frozen_blocks=not args.no_reuse, attn_implementation=args.attn,
+                       generation_attn_implementation=args.generation_attn,
                        sampling=SamplingSettings(max_new_tokens=args.new_tokens), learning_rate=2e-4,
                        ppo_epochs=args.ppo_epochs, mini_batch_size=args.mini_batch_size, kl_coef=0.05, kl_target=None,
                        reward_normalization="running", missing_eos_penalty=1.0, max_ppo_steps=steps,
@@ -270,6 +272,8 @@ def main() -> None:
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N blocks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
+                        help="PPOModule(attn_implementation=...): the models' attention in every phase")
     parser.add_argument("--generation-attn", default=None, choices=["sdpa", "eager"],
                         help="PPOModule(generation_attn_implementation=...): the attention while sampling")
     parser.add_argument("--no-reuse", action="store_true",

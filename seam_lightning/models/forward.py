@@ -189,14 +189,19 @@ def response_nll(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, la
     return -logprobs.sum(), torch.tensor(logprobs.numel(), device=logprobs.device)
 
 
-def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+def response_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int,
+                    temperature: float = 1.0) -> Tensor:
     """Logits [B, T − start, V] predicting the tokens ``input_ids[:, start:]`` (the response of a rollout).
 
     Rollouts put every response at the same column ``start`` (prompts are left-padded),
     so the output head runs on the T − start positions that predict them and no others.
+    ``temperature``: the logits of the distribution responses were sampled from (divided by
+    it, in fp32). At 1 nothing is divided: a division is a pass over B·T·V values forward
+    and another backward, as costly as the log-softmax itself at a 49k vocabulary.
     """
     hidden = hidden_states(model, input_ids, attention_mask)
-    return output_logits(model, hidden[:, start - 1 : -1]).float()
+    logits = output_logits(model, hidden[:, start - 1 : -1]).float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def logprobs_of(logits: Tensor, tokens: Tensor) -> Tensor:

@@ -48,9 +48,9 @@ from seam_lightning.modules.base import (
 )
 from seam_lightning.rl.functional import (
     KLEstimator,
-    entropy_from_logits,
     gae,
     kl_penalty,
+    logprobs_and_entropy,
     masked_mean,
     masked_sum,
     masked_whiten,
@@ -438,8 +438,9 @@ class PPOModule(LightningModule):
             rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
             seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
             with _replaying(self._frozen_policy_blocks, rollout.policy_prefix, rows):
-                logits = response_logits(self.policy, seq, attn, responses.start) / self.sampling.temperature
-            logprobs = logprobs_of(logits, responses.tokens[rows])
+                logits = response_logits(self.policy, seq, attn, responses.start, self.sampling.temperature)
+            logprobs, entropy = logprobs_and_entropy(logits, responses.tokens[rows])
+            del logits  # the log-softmax keeps what its backward needs
             pg_loss, clip_fraction, approx_kl = policy_loss(
                 logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
             with _replaying(self._frozen_value_blocks, rollout.value_prefix, rows):
@@ -465,11 +466,9 @@ class PPOModule(LightningModule):
                                             gradient_clip_algorithm="norm")
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                entropy = masked_mean(entropy_from_logits(logits), mask)
             for name, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_fraction", clip_fraction),
                                 ("value_clip_fraction", vf_clip_fraction), ("approx_kl", approx_kl),
-                                ("entropy", entropy)):
+                                ("entropy", masked_mean(entropy, mask))):
                 totals.setdefault(f"train/{name}", []).append(value.detach())
 
     def _sample(self, batch: dict[str, Any], greedy: bool, seeds: list[int] | None = None) -> Responses:
@@ -496,7 +495,7 @@ class PPOModule(LightningModule):
         return self.all_gather(value).reshape(-1)
 
     def _logprobs(self, model: nn.Module, seq: Tensor, attn: Tensor, tokens: Tensor, start: int) -> Tensor:
-        return logprobs_of(response_logits(model, seq, attn, start) / self.sampling.temperature, tokens)
+        return logprobs_of(response_logits(model, seq, attn, start, self.sampling.temperature), tokens)
 
     def _policy_and_reference_logprobs(self, seq: Tensor, attn: Tensor, tokens: Tensor,
                                        start: int) -> tuple[Tensor, Tensor, list[Tensor]]:

@@ -180,3 +180,15 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of the categorical distribution at each position: −Σ p log p over the last dim."""
     logp = logits.float().log_softmax(-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def logprobs_and_entropy(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """log softmax(logits)[token] per position (differentiable) and each position's entropy (no gradient).
+
+    Both from one fp32 log-softmax: the entropy is only logged, and a second log-softmax over
+    [B, T, V] for it costs as much as the one the loss needs.
+    """
+    logp = torch.log_softmax(logits, -1, dtype=torch.float32)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy

@@ -89,6 +89,13 @@ def test_response_logits_match_plain_forward_at_predicting_positions(policy):
     torch.testing.assert_close(logits, full[:, start - 1 : -1], atol=1e-5, rtol=1e-5)
 
 
+def test_response_logits_at_a_temperature_are_the_plain_logits_divided_by_it(policy):
+    ids, mask, start, _ = _rollout(PROMPTS, RESPONSES)
+    full = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    logits = response_logits(policy, ids, mask, start, temperature=0.7)
+    torch.testing.assert_close(logits, full[:, start - 1 : -1] / 0.7, atol=1e-5, rtol=1e-5)
+
+
 def test_logprobs_of_is_log_softmax_gather():
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7) * 3

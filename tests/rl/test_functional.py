@@ -7,6 +7,7 @@ from seam_lightning.rl.functional import (
     entropy_from_logits,
     gae,
     kl_penalty,
+    logprobs_and_entropy,
     masked_mean,
     masked_sum,
     masked_whiten,
@@ -316,6 +317,35 @@ def test_entropy_of_two_equal_logits_is_log_two_in_float32_from_bf16():
     out = entropy_from_logits(torch.tensor([[3.0, 3.0]], dtype=torch.bfloat16))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, torch.tensor([0.69314718]))
+
+
+def test_logprobs_and_entropy_by_hand_with_gradient_through_the_logprobs_only():
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 3, 5) * 2).requires_grad_()
+    tokens = torch.tensor([[0, 4, 2], [1, 1, 3]])
+    logprobs, entropy = logprobs_and_entropy(logits, tokens)
+    expected_logprobs, expected_entropy = torch.empty(2, 3), torch.empty(2, 3)
+    for b in range(2):
+        for t in range(3):
+            row = logits[b, t].detach().double()
+            p = row.exp() / row.exp().sum()
+            expected_logprobs[b, t] = float(p[tokens[b, t]].log())
+            expected_entropy[b, t] = float(-(p * p.log()).sum())
+    torch.testing.assert_close(logprobs.detach(), expected_logprobs, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(entropy, expected_entropy, atol=1e-6, rtol=1e-6)
+    assert logprobs.requires_grad and not entropy.requires_grad
+    # d log p(token) / d logits = one-hot(token) - softmax: row sums are 0, the token's entry 1 - p.
+    logprobs[0, 0].backward()
+    p = logits[0, 0].detach().softmax(-1)
+    torch.testing.assert_close(logits.grad[0, 0], torch.nn.functional.one_hot(tokens[0, 0], 5).float() - p)
+    assert (logits.grad[1] == 0).all()
+
+
+def test_logprobs_and_entropy_of_bf16_logits_are_float32():
+    logprobs, entropy = logprobs_and_entropy(torch.tensor([[3.0, 3.0]], dtype=torch.bfloat16), torch.tensor([1]))
+    assert logprobs.dtype == entropy.dtype == torch.float32
+    torch.testing.assert_close(entropy, torch.tensor([0.69314718]))
+    torch.testing.assert_close(logprobs, torch.tensor([-0.69314718]))
 
 
 # --- inputs of any dtype: the math runs in floating point, at least float32 ----
