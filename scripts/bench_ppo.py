@@ -19,7 +19,8 @@ the module's own code (its methods wrapped with timers) and set beside a floor:
 
 - generation: the prompt forward at the matmul rate, then per new token the larger of
   (weights + KV cache read) / bandwidth and its FLOPs / matmul rate; weights are counted
-  at the bytes they are stored in (fp32 under bf16-mixed: autocast reads them all).
+  at the bytes read while decoding: under bf16-mixed PPOModule holds the frozen weights in
+  bf16 for the step (``cast_frozen_weights_once``), so 2 bytes each, LoRA weights 4.
 - each rollout forward (policy, reference, value, reward): FLOPs / matmul rate.
 - the update: ``ppo_epochs`` forward + backward passes of the policy and the value model.
 
@@ -211,7 +212,12 @@ def run(model: str, dtype_name: str, args) -> tuple[float, float]:
                       default_root_dir=tempfile.mkdtemp())
     trainer.fit(module, datamodule=data)
 
-    policy, value = shape_of(module.policy, "lm_head"), shape_of(module.value_model, "score")
+    # Under bf16-mixed PPOModule holds the frozen weights in bf16 for the step (cast_frozen_weights_once):
+    # decoding reads them at 2 bytes each.
+    held_in_bf16 = precision == "bf16-mixed" and module.hparams.cast_frozen_weights_once
+    frozen_bytes = 2 if held_in_bf16 else None
+    policy = shape_of(module.policy, "lm_head", frozen_bytes)
+    value = shape_of(module.value_model, "score", frozen_bytes)
     measured = timer.steps[1:]  # the first step warms up kernels and caches
     floors: dict[str, float] = {}
     for step in measured:
@@ -272,9 +278,9 @@ def main() -> None:
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N blocks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "seam_grouped"],
                         help="PPOModule(attn_implementation=...): the models' attention in every phase")
-    parser.add_argument("--generation-attn", default=None, choices=["sdpa", "eager"],
+    parser.add_argument("--generation-attn", default=None, choices=["sdpa", "eager", "seam_grouped"],
                         help="PPOModule(generation_attn_implementation=...): the attention while sampling")
     parser.add_argument("--no-reuse", action="store_true",
                         help="PPOModule(reuse_frozen_blocks=False): run the frozen blocks in every forward")

@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=None, help="tokens per pass (default: by device)")
     parser.add_argument("--sweep", action="store_true", help="also time ours for N in 1, 8, 30 and longer prompts")
     parser.add_argument("--quick", action="store_true", help="tiny random model (seconds)")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="the models' attention")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "seam_grouped"], help="the models' attention")
     args = parser.parse_args()
     torch.manual_seed(0)
 

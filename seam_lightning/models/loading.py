@@ -30,6 +30,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 
 from seam_lightning.files import atomic_directory
 from seam_lightning.hardware import cpu_has_native_bf16
+from seam_lightning.models.attention import register_attention
 from seam_lightning.models.bundled import bundled_model_dir, is_bundled
 from seam_lightning.models.forward import check_output_logits
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
 Quantization = Literal["4bit", "8bit"]
 DType = Literal["float32", "bfloat16", "float16"]
-Attention = Literal["sdpa", "eager", "flash_attention_2"]
+Attention = Literal["sdpa", "eager", "flash_attention_2", "seam_grouped"]
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -187,6 +188,7 @@ def _load_merged(auto_cls, name: str, quantization: Quantization | None, dtype: 
         log.warning("%s: bf16 weights on a CPU without native bf16 are emulated and run two orders of magnitude "
                     "slower than float32 here; use dtype=float32 on this machine", name)
     kwargs["attn_implementation"] = attention_for(AutoConfig.from_pretrained(path), attn_implementation)
+    register_attention(kwargs["attn_implementation"])
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, kwargs["dtype"])
         kwargs["device_map"] = {"": _quantized_device()}

@@ -119,10 +119,12 @@ class PPOModule(LightningModule):
             is read with both switched off (see `reward`) — two backbones in memory instead of three.
         quantization: ``"4bit"`` / ``"8bit"`` base weights (bitsandbytes), or None.
         dtype: precision of every model's weights (``float32``, ``bfloat16``, ``float16``).
-        attn_implementation: ``sdpa`` (default), ``eager``, or ``flash_attention_2`` where installed.
+        attn_implementation: ``sdpa`` (default), ``eager``, ``seam_grouped`` (grouped-query attention
+            that reads the KV cache without copying it, `seam_lightning.models.attention`; the fastest
+            on a CPU, see README "Speed"), or ``flash_attention_2`` where installed.
         generation_attn_implementation: the policy's attention while it samples responses only
-            (default None: ``attn_implementation``). Each decoding step attends from one token;
-            on a CPU ``eager`` decodes faster than ``sdpa`` (see README, "Speed").
+            (default None: ``attn_implementation``). Each decoding step attends from one token
+            over the whole cache; on a CPU ``seam_grouped`` decodes fastest (see README, "Speed").
         gradient_checkpointing: recompute the policy's and the value model's block activations in
             the backward pass. The models then run in train mode with every dropout set to 0
             (checkpointing is active in train mode only), which keeps π/π_old exactly 1 at the start.

@@ -31,7 +31,9 @@ class SFTModule(HFModule):
         dtype: precision of the weights (``float32``, ``bfloat16``, ``float16``); with LoRA the
             frozen base is held at this precision, which is what halves memory (``precision``
             of the Trainer only sets autocast).
-        attn_implementation: ``sdpa`` (default), ``eager``, or ``flash_attention_2`` where installed.
+        attn_implementation: ``sdpa`` (default), ``eager``, ``seam_grouped`` (grouped-query attention
+            that reads the KV cache without copying it, `seam_lightning.models.attention`; the fastest
+            on a CPU, see README "Speed"), or ``flash_attention_2`` where installed.
         gradient_checkpointing: recompute block activations in the backward pass (less memory, ~30% slower).
         learning_rate: AdamW learning rate (paper: 1e-4).
         weight_decay: AdamW weight decay.

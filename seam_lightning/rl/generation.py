@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from seam_lightning.models.attention import register_attention
 from seam_lightning.seeding import as_int64, counter_bits
 
 
@@ -146,6 +147,7 @@ def attention_implementation(model: nn.Module, name: str | None) -> Iterator[Non
     if name is None or current is None or name == current:
         yield
         return
+    register_attention(name)
     base.set_attn_implementation(name)
     try:
         yield

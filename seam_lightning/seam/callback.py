@@ -105,7 +105,7 @@ class SeamCallback(Callback):
         dtype: weight precision of the models this callback loads itself (``reference_policy``,
             ``reward_model``): ``float32``, ``bfloat16`` or ``float16``.
         attn_implementation: attention of the models this callback loads (``sdpa``, ``eager``,
-            ``flash_attention_2``).
+            ``seam_grouped``, ``flash_attention_2``).
         scores_path: write every scoring (id, instruction, SEAM, per-candidate terms) here;
             ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name becomes the epoch that trains on
             this selection (0 for the scoring at fit start).

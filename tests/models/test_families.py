@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import contextmanager
 
 import pytest
 import splitmix
@@ -28,11 +29,12 @@ from families import (
     raw_logits,
 )
 from lightning.pytorch import Trainer, seed_everything
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AttentionInterface, AutoConfig, AutoModelForSequenceClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from seam_lightning import DataSource, LoRASettings, RewardModule, RLHFDataModule, SFTModule
 from seam_lightning.data.collate import IGNORE_INDEX, pad
+from seam_lightning.models.attention import GROUPED_ATTENTION, grouped_query_attention, register_attention
 from seam_lightning.models.forward import response_logits, response_token_logprobs, response_values, sequence_rewards
 from seam_lightning.models.loading import export_pretrained, load_policy, load_reward_model, load_tokenizer
 from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
@@ -200,15 +202,16 @@ def check_response_token_logprobs(policy, tokenizer, chats):
     assert len(got) == sum(len(r) for r in responses)
 
 
-def check_response_logits(policy, tokenizer, chats):
-    """Left-padded prompts, right-padded responses: the logits predicting the response are the plain forward's."""
+def check_response_logits(policy, tokenizer, chats, reference=None):
+    """Left-padded prompts, right-padded responses: the logits predicting the response are the plain forward's
+    (of ``reference``, default ``policy`` itself)."""
     prompts, responses = chats
     ids, mask, start = _rollout(prompts, responses, tokenizer.pad_token_id)
     got = response_logits(policy, ids, mask, start)
     assert got.shape == (len(prompts), ids.shape[1] - start, policy.config.vocab_size)
     for row, (prompt, response) in enumerate(zip(prompts, responses)):
         # The unpadded sequence alone: its positions need no help from the mask.
-        plain = _plain_logits(policy, prompt + response)
+        plain = _plain_logits(reference or policy, prompt + response)
         n = len(response)
         torch.testing.assert_close(got[row, :n], plain[len(prompt) - 1 : len(prompt) - 1 + n], **TOL)
 
@@ -346,6 +349,61 @@ def test_seeded_sampling_is_inverse_cdf_over_plain_logits(policy, tokenizer, cha
     assert _responses(out) == expected
 
 
+# --- grouped-query attention without copying the KV cache (attn_implementation="seam_grouped") ---
+
+
+@contextmanager
+def counting_grouped_attention():
+    """The query lengths of every seam_grouped attention call inside the block."""
+    query_lengths = []
+
+    def counting(module, query, *args, **kwargs):
+        query_lengths.append(query.shape[2])
+        return grouped_query_attention(module, query, *args, **kwargs)
+
+    register_attention(GROUPED_ATTENTION)
+    AttentionInterface.register(GROUPED_ATTENTION, counting)
+    try:
+        yield query_lengths
+    finally:
+        AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
+
+
+@torch.inference_mode()
+def test_grouped_attention_forward_equals_plain_forward(policy, model_dir, tokenizer, chats):
+    check_grouped_attention_forward(policy, model_dir, tokenizer, chats)
+
+
+def check_grouped_attention_forward(policy, model_dir, tokenizer, chats):
+    """A model loaded with seam_grouped attention gives, on left-padded batches, the logits that the model
+    loaded as usual gives on each unpadded sequence."""
+    grouped = load_policy(str(model_dir), attn_implementation=GROUPED_ATTENTION).eval()
+    with counting_grouped_attention() as query_lengths:
+        check_response_logits(grouped, tokenizer, chats, reference=policy)
+    assert query_lengths, "the model did not attend with seam_grouped"
+
+
+@torch.inference_mode()
+def test_decoding_with_grouped_attention_is_plain_sampling(policy, tokenizer, chats):
+    check_grouped_attention_decoding(policy, tokenizer, chats)
+
+
+def check_grouped_attention_decoding(policy, tokenizer, chats):
+    """Seeded sampling that decodes with seam_grouped attention (left-padded prompts, KV cache) draws the
+    tokens that the inverse CDF over plain forwards of the usual model draws; the model's attention is back
+    afterwards."""
+    prompts, _ = chats
+    eos, seeds, own = tokenizer.eos_token_id, [11, 22, 33], policy.config._attn_implementation
+    ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
+    with counting_grouped_attention() as query_lengths:
+        out = sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=6), eos, tokenizer.pad_token_id,
+                               greedy=False, seeds=seeds, attn_implementation=GROUPED_ATTENTION)
+    assert 1 in query_lengths, "no decoding step attended with seam_grouped"
+    assert policy.config._attn_implementation == own
+    expected = [_seeded_loop(policy, p, 6, eos, s, 1.0) for p, s in zip(prompts, seeds)]
+    assert _responses(out) == expected
+
+
 # --- sliding windows shorter than the sequences ---------------------------------------------
 
 WINDOW = 4  # tokens a sliding-window layer sees; every test sequence is longer
@@ -395,6 +453,11 @@ def test_windowed_continuation_logprob_sums_equal_plain_forward(windowed):
 @torch.inference_mode()
 def test_windowed_greedy_generation_is_plain_argmax(windowed):
     check_greedy_generation(*windowed)
+
+
+@torch.inference_mode()
+def test_windowed_decoding_with_grouped_attention_is_plain_sampling(windowed):
+    check_grouped_attention_decoding(*windowed)
 
 
 # --- 6. one training step of each stage ----------------------------------------------------

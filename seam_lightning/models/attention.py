@@ -1,0 +1,69 @@
+"""Grouped-query attention that reads the key/value cache without copying it.
+
+transformers' eager and SDPA attention expand a grouped-query model's keys and values to
+every query head (``repeat_kv``) whenever an attention mask is given, and generation from
+left-padded prompts always gives one: at each decoded token, every layer copies its whole
+KV cache ``heads / kv_heads`` times before reading it. Here the query heads that share a
+key/value head are stacked instead (one [B, kv_heads, groups · q, T] score matmul), so the
+cache is only read. The arithmetic is eager attention's: the same scaling, soft-capping,
+additive mask and fp32 softmax.
+
+``attn_implementation="seam_grouped"`` selects it, when loading a model or for decoding
+only (``PPOModule(generation_attn_implementation="seam_grouped")``): it is registered with
+transformers' attention and mask interfaces on first use.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+GROUPED_ATTENTION = "seam_grouped"
+
+
+def grouped_query_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                            attention_mask: Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                            softcap: float | None = None, **kwargs) -> tuple[Tensor, Tensor]:
+    """Attention of ``query`` [B, H, q, D] over ``key``/``value`` [B, KV, T, D] (H a multiple of KV).
+
+    Query head h attends with key/value head h // (H / KV), as ``repeat_kv`` pairs them.
+    ``attention_mask``: additive, [B or 1, 1, q, ≥T] (transformers' eager mask). Returns the
+    output [B, q, H, D] and the attention weights [B, H, q, T], as transformers' attention
+    functions do.
+    """
+    if kwargs.get("s_aux") is not None or getattr(module, "sinks", None) is not None:
+        raise NotImplementedError(f"{GROUPED_ATTENTION} attention has no attention sinks; load this model "
+                                  "with attn_implementation='eager' or 'sdpa'")
+    batch, heads, q_len, head_dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    if scaling is None:
+        scaling = module.head_dim**-0.5
+    grouped = query.reshape(batch, kv_heads, groups * q_len, head_dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        if attention_mask.shape[1] != 1:
+            raise ValueError(f"{GROUPED_ATTENTION} attention takes a mask shared by the heads, got "
+                             f"{tuple(attention_mask.shape)}")
+        mask = attention_mask[:, :, :, :length]
+        # Every query head of a group meets its position's mask row.
+        mask = mask.unsqueeze(2).expand(mask.shape[0], 1, groups, q_len, length)
+        scores = scores + mask.reshape(mask.shape[0], 1, groups * q_len, length)
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value)  # [B, KV, groups · q, D]
+    output = output.reshape(batch, heads, q_len, head_dim).transpose(1, 2).contiguous()
+    return output, weights.reshape(batch, heads, q_len, length)
+
+
+def register_attention(name: str | None) -> None:
+    """Make ``name`` usable as a transformers ``attn_implementation`` if it is ours (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+    if name != GROUPED_ATTENTION or name in AttentionInterface().valid_keys():
+        return
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED_ATTENTION, eager_mask)  # always an additive mask
