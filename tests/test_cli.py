@@ -110,6 +110,8 @@ def test_command_runs_every_stage_under_two_process_ddp(tiny_model_dir, tmp_path
         (ppo, _stage_args(ROOT / "cli.yaml", ppo, f"--model.init_args.policy={sft / 'export'}",
                           f"--model.init_args.reward_model={rm / 'export'}", f"--model.init_args.lora={SMALL_LORA}",
                           f"--model.init_args.value_lora={SMALL_LORA}", "--model.init_args.max_ppo_steps=1",
+                          # Our own attention, registered with transformers in each process as it loads.
+                          "--model.init_args.attn_implementation=seam_grouped",
                           '--model.init_args.sampling={"max_new_tokens": 4}', "--data.rl.limit=20",
                           "--data.rl_val.limit=4",
                           '--trainer.callbacks.init_args.source.init_args.corpus={"path": "demo://sft_train", "limit": 200}',
