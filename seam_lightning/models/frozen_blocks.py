@@ -20,7 +20,7 @@ checks that on a short input before any replay is trusted.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -153,3 +153,21 @@ def frozen_blocks(model: nn.Module, n_tokens: int = 6) -> FrozenBlocks | None:
         for module, training in modes:
             module.training = training
     return frozen if torch.equal(replayed, expected) else None
+
+
+@contextmanager
+def capturing(frozen: FrozenBlocks | None) -> Iterator[list[Tensor]]:
+    """Record the frozen blocks' output of the forwards inside the block (nothing without frozen blocks)."""
+    if frozen is None:
+        yield []
+        return
+    with frozen.capture() as captured:
+        yield captured
+
+
+def replaying(frozen: FrozenBlocks | None, prefix: Tensor | None,
+              rows: Tensor | None = None) -> AbstractContextManager:
+    """Start the forwards inside the block from ``prefix`` (its ``rows``) instead of running the frozen blocks."""
+    if frozen is None or prefix is None:
+        return nullcontext()
+    return frozen.replay(prefix if rows is None else prefix[rows])

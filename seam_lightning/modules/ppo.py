@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from seam_lightning.models.forward import logprobs_of, response_logits, response_values, sequence_rewards
-from seam_lightning.models.frozen_blocks import FrozenBlocks, frozen_blocks
+from seam_lightning.models.frozen_blocks import FrozenBlocks, capturing, frozen_blocks, replaying
 from seam_lightning.models.mixed_precision import frozen_weights_in_trainer_dtype
 from seam_lightning.models.loading import (
     Attention,
@@ -61,46 +60,13 @@ from seam_lightning.rl.functional import (
 from seam_lightning.rl.generation import Responses, SamplingSettings, sample_responses
 from seam_lightning.rl.kl_controller import kl_controller
 from seam_lightning.rl.normalization import RunningMoments
+from seam_lightning.rl.rollout import Rollout
 from seam_lightning.seeding import capture_rng_state, mix_seed, restore_rng_state
 
 RewardFunction = Callable[[list[str], list[str]], Any]
 """(instructions, responses) → one score per response (list or tensor): a programmatic reward."""
 
 NO_DROPOUT = LoRASettings(dropout=0.0)
-
-
-@dataclass
-class Rollout:
-    """One PPO step's samples and everything computed about them before the updates.
-
-    Per-token tensors are [B, R] over the response tokens (``mask`` marks the real
-    ones); ``raw_scores`` are the rewards as given, ``scores`` after the EOS penalty,
-    normalisation and clipping; ``sequence_kl`` is Σ_t log π/π_ref per response.
-    ``policy_prefix`` / ``value_prefix`` [B, T, H] are the input states of the policy's /
-    value model's lowest trained block (None where nothing is reused), which every update
-    pass starts from instead of running the frozen blocks below it again.
-    """
-
-    responses: Responses
-    logprobs: Tensor
-    values: Tensor
-    raw_scores: Tensor
-    scores: Tensor
-    rewards: Tensor
-    advantages: Tensor
-    returns: Tensor
-    sequence_kl: Tensor
-    generation_time: float
-    policy_prefix: Tensor | None = None
-    value_prefix: Tensor | None = None
-
-    @property
-    def mask(self) -> Tensor:
-        return self.responses.response_mask
-
-    @property
-    def ended(self) -> Tensor:
-        return self.responses.ended
 
 
 class PPOModule(LightningModule):
@@ -392,7 +358,7 @@ class PPOModule(LightningModule):
             logprobs.append(policy)
             ref_logprobs.append(reference)
             policy_prefix += prefix
-            with _capturing(self._frozen_value_blocks) as captured:
+            with capturing(self._frozen_value_blocks) as captured:
                 values.append(response_values(self.value_model, seq, attn, responses.start))
             value_prefix += captured
         logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
@@ -439,13 +405,13 @@ class PPOModule(LightningModule):
         for i in range(per_epoch):
             rows = order[i * hp.mini_batch_size:(i + 1) * hp.mini_batch_size]
             seq, attn, mask = responses.sequences[rows], responses.attention_mask[rows], rollout.mask[rows]
-            with _replaying(self._frozen_policy_blocks, rollout.policy_prefix, rows):
+            with replaying(self._frozen_policy_blocks, rollout.policy_prefix, rows):
                 logits = response_logits(self.policy, seq, attn, responses.start, self.sampling.temperature)
             logprobs, entropy = logprobs_and_entropy(logits, responses.tokens[rows])
             del logits  # the log-softmax keeps what its backward needs
             pg_loss, clip_fraction, approx_kl = policy_loss(
                 logprobs, rollout.logprobs[rows], rollout.advantages[rows], mask, hp.clip_range)
-            with _replaying(self._frozen_value_blocks, rollout.value_prefix, rows):
+            with replaying(self._frozen_value_blocks, rollout.value_prefix, rows):
                 values = response_values(self.value_model, seq, attn, responses.start)
             vf_loss, vf_clip_fraction = value_loss(
                 values, rollout.values[rows], rollout.returns[rows], mask, hp.value_clip_range)
@@ -507,9 +473,9 @@ class PPOModule(LightningModule):
         blocks' output the policy's forward recorded.
         """
         frozen = self._frozen_policy_blocks
-        with _capturing(frozen) as prefix:
+        with capturing(frozen) as prefix:
             logprobs = self._logprobs(self.policy, seq, attn, tokens, start)
-        with self.reference() as reference, _replaying(frozen if reference is self.policy else None,
+        with self.reference() as reference, replaying(frozen if reference is self.policy else None,
                                                        prefix[0] if prefix else None):
             ref_logprobs = self._logprobs(reference, seq, attn, tokens, start)
         return logprobs, ref_logprobs, prefix
@@ -523,7 +489,7 @@ class PPOModule(LightningModule):
         if self.reward_fn is None:
             with self.reward() as reward_model:
                 shared = self._frozen_value_blocks if reward_model is self.value_model else None
-                with _replaying(shared, value_prefix):
+                with replaying(shared, value_prefix):
                     return sequence_rewards(reward_model, responses.sequences, responses.attention_mask)
         texts = self.tokenizer.batch_decode(
             [tokens[mask.bool()] for tokens, mask in zip(responses.tokens, responses.response_mask)],
@@ -706,24 +672,6 @@ def _stop_on_non_finite(ids: Any, what: str, values: Tensor, mask: Tensor | None
     bad = [int(ids[i]) for i in torch.nonzero(bad_rows).flatten().tolist()]
     where = f"RL example id(s) {bad}" if bad else "example(s) on another rank"
     raise FloatingPointError(f"PPO: non-finite {what} for {where}; stopping before it reaches an update")
-
-
-@contextmanager
-def _capturing(frozen: FrozenBlocks | None) -> Iterator[list[Tensor]]:
-    """Record the frozen blocks' output of the forwards inside the block (nothing without frozen blocks)."""
-    if frozen is None:
-        yield []
-        return
-    with frozen.capture() as captured:
-        yield captured
-
-
-def _replaying(frozen: FrozenBlocks | None, prefix: Tensor | None,
-               rows: Tensor | None = None) -> AbstractContextManager:
-    """Start the forwards inside the block from ``prefix`` (its ``rows``) instead of running the frozen blocks."""
-    if frozen is None or prefix is None:
-        return nullcontext()
-    return frozen.replay(prefix if rows is None else prefix[rows])
 
 
 def _row_chunks(n: int, size: int) -> Iterator[slice]:
