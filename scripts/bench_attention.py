@@ -28,21 +28,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from experiments.tiny_model import tiny_model_dir  # noqa: E402
 from seam_lightning.data.collate import pad  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.models.forward import response_logits  # noqa: E402
+from seam_lightning.models.frozen_blocks import decoder_blocks  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_tokenizer  # noqa: E402
 from seam_lightning.models.mixed_precision import frozen_linear_weights_in  # noqa: E402
 from seam_lightning.rl.generation import SamplingSettings, attention_implementation, sample_responses  # noqa: E402
@@ -85,15 +84,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = args.implementations.split(",")
-    model = args.model
-    if args.quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from tiny import build_tiny_model_dir
-
-        model = str(build_tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", hidden_size=64))
+    model = tiny_model_dir() if args.quick else args.model
     tokenizer = load_tokenizer(model)
     policy = load_policy(model, attn_implementation="sdpa").eval()
-    layers = policy.model.layers
+    layers = decoder_blocks(policy)
     for p in policy.parameters():
         p.requires_grad_(False)
     for block in layers[-args.trained_layers:]:
@@ -102,14 +96,12 @@ def main() -> None:
     ids, mask = prompts(tokenizer, args.prompts)
     bf16 = cpu_has_native_bf16()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    frozen = [p for p in policy.parameters() if not p.requires_grad]
-    print(f"{model}: {len(layers)} blocks, {args.prompts} prompts x {args.new_tokens} new tokens, "
-          f"{'bf16 autocast, frozen weights in bf16' if bf16 else 'fp32'}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} rounds; {len(frozen)} frozen tensors")
-
     times = {name: {"decode": [], "train": []} for name in names}
     tokens, reference = {}, None
-    with autocast, frozen_linear_weights_in(torch.bfloat16 if bf16 else None, policy):
+    with autocast, frozen_linear_weights_in(torch.bfloat16 if bf16 else None, policy) as swapped:
+        print(f"{model}: {len(layers)} blocks, {args.prompts} prompts x {args.new_tokens} new tokens, "
+              f"{'bf16 autocast' if bf16 else 'fp32'}, {swapped} frozen weight tensors held in bf16, "
+              f"{torch.get_num_threads()} threads, {args.rounds} rounds")
         for round_ in range(args.rounds + 1):  # round 0 warms up every kernel
             for name in names:
                 started = time.perf_counter()

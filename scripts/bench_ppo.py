@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,6 +63,7 @@ from seam_lightning.models.loading import DEFAULT_MODEL  # noqa: E402
 
 from experiments.flops import backward_flops, forward_flops, generation_floor, shape_of  # noqa: E402
 from experiments.machine import matmul_rates, read_bandwidth  # noqa: E402
+from experiments.tiny_model import tiny_model_dir  # noqa: E402
 
 PRECISION = {"float32": ("float32", "32-true"), "bf16-mixed": ("float32", "bf16-mixed"),
              "bfloat16": ("bfloat16", "32-true")}
@@ -166,13 +165,6 @@ class PhaseTimer(Callback):
 
 
 # -- one configuration -------------------------------------------------------------------------
-
-
-def tiny_model() -> str:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny import build_tiny_model_dir
-
-    return str(build_tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", hidden_size=64))
 
 
 def run(model: str, dtype_name: str, args) -> tuple[float, float]:
@@ -301,7 +293,7 @@ def main() -> None:
 
     result = (0.0, 0.0)
     for name in args.model.split(","):
-        model = tiny_model() if name == "tiny" else DEFAULT_MODEL if name == "default" else name
+        model = tiny_model_dir() if name == "tiny" else DEFAULT_MODEL if name == "default" else name
         for d in dtypes:
             result = run(model, d, args)
     step, floor = result

@@ -33,7 +33,6 @@ import argparse
 import copy
 import os
 import random
-import tempfile
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -45,6 +44,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from experiments.machine import matmul_rates  # noqa: E402
+from experiments.tiny_model import tiny_model_dir  # noqa: E402
 from seam_lightning.data.collate import pad  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
@@ -183,12 +183,7 @@ def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast
 
 def build_models(args):
     if args.quick:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from tiny import build_tiny_model_dir
-
-        path = str(build_tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", hidden_size=64))
+        path = tiny_model_dir()
         return (load_policy(path, attn_implementation=args.attn), load_reward_model(path, attn_implementation=args.attn),
                 load_tokenizer(path))
     reward = args.reward_model if Path(args.reward_model).exists() else args.model
