@@ -48,7 +48,8 @@ class Shape:
 def shape_of(model: nn.Module, head_name: str, frozen_bytes: int | None = None) -> Shape:
     """The shape of a loaded model; ``frozen_bytes``: bytes per frozen weight as read while it runs, where that
     differs from how they are stored (2 under bf16 autocast when the frozen weights are held in bf16); None:
-    as stored. LoRA weights are always counted as stored (they stay fp32 for the optimizer)."""
+    as stored. Trained weights (LoRA, a value head) are always counted as stored: they stay fp32 for the
+    optimizer."""
     inner = unwrap(model)
     config = inner.config
     layers = config.num_hidden_layers
@@ -65,7 +66,8 @@ def shape_of(model: nn.Module, head_name: str, frozen_bytes: int | None = None) 
         weight_bytes += p.numel() * (p.element_size() if is_lora or frozen_bytes is None else frozen_bytes)
     head_weight = getattr(inner, head_name).weight if head_name == "score" else inner.get_output_embeddings().weight
     head = head_weight.numel()
-    weight_bytes += head * (frozen_bytes or head_weight.element_size())
+    held = frozen_bytes if frozen_bytes is not None and not head_weight.requires_grad else head_weight.element_size()
+    weight_bytes += head * held
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return Shape(frozen, lora, head, config.num_attention_heads * head_dim, kv_heads * head_dim, weight_bytes)
