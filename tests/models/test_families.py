@@ -1,11 +1,12 @@
 """The architecture matrix: every forward pass of the package equals plain `transformers`, for every family.
 
-Each decoder family (see ``tests/families.py``) is built once as a tiny random
+Each decoder family (see ``tests/families.py``) is built once (``tests/models/conftest.py``) as a tiny random
 checkpoint with an untied, trained-size output head, pad == EOS and instruct-style
 generation defaults. The reference is always what plain `transformers` computes —
 the model's own ``forward`` (logits, soft-capping and scaling included), a
 reloaded ``AutoModelForSequenceClassification``, a hand-written decoding loop over
-plain forwards — never a copy of the package's code.
+plain forwards (``tests/plain_reference.py``) — never a copy of the package's code. The
+seam_grouped attention has its own module, test_attention.py.
 """
 
 from __future__ import annotations
@@ -13,100 +14,43 @@ from __future__ import annotations
 import json
 import math
 import re
-from contextlib import contextmanager
 
 import pytest
-import splitmix
 import torch
-from families import (
-    EOS_PROMPT,
-    EOS_STEP,
-    FAMILIES,
-    INSTRUCT_GENERATION,
-    SOFTCAP,
-    WINDOWED_FAMILIES,
-    build_family_model_dir,
-    raw_logits,
-)
+from families import EOS_PROMPT, EOS_STEP, INSTRUCT_GENERATION, SOFTCAP, raw_logits
 from lightning.pytorch import Trainer, seed_everything
-from transformers import AttentionInterface, AutoConfig, AutoModelForSequenceClassification
+from plain_reference import (
+    INSTRUCTIONS,
+    RESPONSES,
+    TOL,
+    check_response_logits,
+    greedy_loop,
+    plain_logits,
+    responses_of,
+    rollout,
+    seeded_loop,
+)
+from transformers import AutoModelForSequenceClassification
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from seam_lightning import DataSource, LoRASettings, RewardModule, RLHFDataModule, SFTModule
 from seam_lightning.data.collate import IGNORE_INDEX, pad
-from seam_lightning.models.attention import GROUPED_ATTENTION, grouped_query_attention, register_attention
-from seam_lightning.models.forward import response_logits, response_token_logprobs, response_values, sequence_rewards
-from seam_lightning.models.loading import export_pretrained, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.models.forward import response_token_logprobs, response_values, sequence_rewards
+from seam_lightning.models.loading import export_pretrained, load_reward_model
 from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
 from seam_lightning.modules.ppo import PPOModule
 from seam_lightning.rl.generation import SamplingSettings, sample_responses
 
-
-TOL = dict(atol=1e-4, rtol=1e-4)
-INSTRUCTIONS = ["What does `json.dumps` do?", EOS_PROMPT, "Return the sum of the values; the quick brown fox"]
-RESPONSES = ["Serialize obj to a JSON formatted str.", "Join two or more pathname components.", "Split"]
 # (prompt index, response index): several continuations per prompt, of different lengths, out of order.
 CONTINUATIONS = [(0, 0), (0, 2), (1, 1), (2, 2), (1, 0), (0, 1)]
 
 
-# --- fixtures: one checkpoint per family, built once per session ---------------------------
-
-
-@pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory):
-    """family -> its checkpoint folder, built on first use and kept for the session."""
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = build_family_model_dir(tmp_path_factory.mktemp(f"family-{family}"), family)
-        return built[family]
-
-    return get
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def model_dir(family_dirs, family):
-    return family_dirs(family)
-
-
-@pytest.fixture(scope="module")
-def model_type(model_dir) -> str:
-    return AutoConfig.from_pretrained(model_dir).model_type
+# --- fixtures: the family checkpoints are tests/models/conftest.py's; the reward models here ---
 
 
 @pytest.fixture(scope="module")
 def has_reward_class(model_type) -> bool:
     return model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
-
-
-@pytest.fixture(scope="module")
-def tokenizer(model_dir):
-    return load_tokenizer(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def policy(model_dir):
-    return load_policy(str(model_dir)).eval()
-
-
-def _chats(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-    """Chat-template prompts (ending with the assistant header) and responses ending with EOS."""
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True) for q in INSTRUCTIONS]
-    responses = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in RESPONSES]
-    assert len({len(p) for p in prompts}) == 3 and len({len(r) for r in responses}) == 3
-    return prompts, responses
-
-
-@pytest.fixture(scope="module")
-def chats(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-    return _chats(tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -122,18 +66,6 @@ def plain_reward_model(reward_model, tokenizer, tmp_path_factory):
     """The package's reward model saved and reloaded by plain transformers."""
     out = export_pretrained(reward_model, tokenizer, tmp_path_factory.mktemp("exported-rm") / "rm")
     return AutoModelForSequenceClassification.from_pretrained(out).eval()
-
-
-def _rollout(prompts, responses, pad_id):
-    """Left-padded prompts with right-padded responses after them, as sample_responses lays them out."""
-    ids, mask = pad(prompts, pad_id, "left")
-    resp, resp_mask = pad(responses, pad_id, "right")
-    return torch.cat([ids, resp], 1), torch.cat([mask, resp_mask], 1), ids.shape[1]
-
-
-def _plain_logits(model, seq: list[int]) -> torch.Tensor:
-    """Plain forward of one unpadded sequence: logits [T, V] in float32."""
-    return model(input_ids=torch.tensor([seq])).logits[0].float()
 
 
 def _names_model_type(model_type: str) -> re.Pattern:
@@ -155,7 +87,7 @@ def test_checkpoint_has_large_logits_untied_head_and_instruct_defaults(family, p
         assert getattr(policy.generation_config, key) == value, key
     seq = chats[0][0] + chats[1][0]
     raw = raw_logits(policy, torch.tensor([seq]))
-    final = _plain_logits(policy, seq)
+    final = plain_logits(policy, seq)
     assert raw.abs().max() > 20.0  # as large as a trained model's
     if family in ("gemma2", "gemma3"):
         assert config.final_logit_softcapping == SOFTCAP
@@ -202,20 +134,6 @@ def check_response_token_logprobs(policy, tokenizer, chats):
     assert len(got) == sum(len(r) for r in responses)
 
 
-def check_response_logits(policy, tokenizer, chats, reference=None):
-    """Left-padded prompts, right-padded responses: the logits predicting the response are the plain forward's
-    (of ``reference``, default ``policy`` itself)."""
-    prompts, responses = chats
-    ids, mask, start = _rollout(prompts, responses, tokenizer.pad_token_id)
-    got = response_logits(policy, ids, mask, start)
-    assert got.shape == (len(prompts), ids.shape[1] - start, policy.config.vocab_size)
-    for row, (prompt, response) in enumerate(zip(prompts, responses)):
-        # The unpadded sequence alone: its positions need no help from the mask.
-        plain = _plain_logits(reference or policy, prompt + response)
-        n = len(response)
-        torch.testing.assert_close(got[row, :n], plain[len(prompt) - 1 : len(prompt) - 1 + n], **TOL)
-
-
 # --- 2. shared prompts: summed continuation log-probs --------------------------------------
 
 
@@ -236,7 +154,7 @@ def check_continuation_logprob_sums(policy, tokenizer, chats):
     expected = []
     for p, r in CONTINUATIONS:
         prompt, cont = prompts[p], responses[r]
-        logprobs = _plain_logits(policy, prompt + cont).log_softmax(-1)
+        logprobs = plain_logits(policy, prompt + cont).log_softmax(-1)
         predicting = logprobs[len(prompt) - 1 : len(prompt) - 1 + len(cont)]
         expected.append(predicting.gather(-1, torch.tensor(cont)[:, None]).sum())
     torch.testing.assert_close(got, torch.stack(expected), **TOL)
@@ -261,7 +179,7 @@ def test_sequence_rewards_equal_plain_sequence_classification(reward_model, plai
 def test_response_values_equal_plain_rewards_of_prefixes(reward_model, plain_reward_model, tokenizer, chats):
     prompts, responses = chats
     eos = tokenizer.eos_token_id
-    ids, mask, start = _rollout(prompts, responses, tokenizer.pad_token_id)
+    ids, mask, start = rollout(prompts, responses, tokenizer.pad_token_id)
     got = response_values(reward_model, ids, mask, start)
     assert got.shape == (len(prompts), ids.shape[1] - start)
     checked = 0
@@ -287,35 +205,6 @@ def test_reward_model_of_unsupported_family_is_refused(model_dir, model_type, ha
 # --- 5. generation -------------------------------------------------------------------------
 
 
-def _greedy_loop(model, prompt: list[int], max_new_tokens: int, eos: int) -> list[int]:
-    seq, out = list(prompt), []
-    for _ in range(max_new_tokens):
-        token = int(_plain_logits(model, seq)[-1].argmax())
-        seq.append(token)
-        out.append(token)
-        if token == eos:
-            break
-    return out
-
-
-def _seeded_loop(model, prompt: list[int], max_new_tokens: int, eos: int, seed: int, temperature: float) -> list[int]:
-    """Inverse-CDF sampling over plain logits: the first token whose float64 CDF exceeds (seed, step)'s uniform."""
-    seq, out = list(prompt), []
-    for step in range(max_new_tokens):
-        logits = _plain_logits(model, seq)[-1]
-        cdf = torch.softmax(logits.double() / temperature, -1).cumsum(0)
-        token = int((cdf <= splitmix.uniform(seed, step)).sum())
-        seq.append(token)
-        out.append(token)
-        if token == eos:
-            break
-    return out
-
-
-def _responses(out) -> list[list[int]]:
-    return [tokens[: int(n)].tolist() for tokens, n in zip(out.tokens, out.lengths)]
-
-
 @torch.inference_mode()
 def test_greedy_generation_is_plain_argmax_despite_instruct_defaults(policy, tokenizer, chats):
     check_greedy_generation(policy, tokenizer, chats)
@@ -329,8 +218,8 @@ def check_greedy_generation(policy, tokenizer, chats):
     ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
     out = sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=6), eos, tokenizer.pad_token_id,
                            greedy=True)
-    expected = [_greedy_loop(policy, p, 6, eos) for p in prompts]
-    assert _responses(out) == expected
+    expected = [greedy_loop(policy, p, 6, eos) for p in prompts]
+    assert responses_of(out) == expected
     # The checkpoint makes EOS_PROMPT's response stop early, so stopping at EOS is exercised too.
     assert expected[INSTRUCTIONS.index(EOS_PROMPT)][-1] == eos
     assert len(expected[INSTRUCTIONS.index(EOS_PROMPT)]) <= EOS_STEP + 1
@@ -338,101 +227,18 @@ def check_greedy_generation(policy, tokenizer, chats):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @torch.inference_mode()
-def test_seeded_sampling_is_inverse_cdf_over_plain_logits(policy, tokenizer, chats, temperature):
+def test_seeded_sampling_is_inverse_cdf_overplain_logits(policy, tokenizer, chats, temperature):
     prompts, _ = chats
     eos = tokenizer.eos_token_id
     seeds = [11, 22, 33]
     ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
     out = sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=6, temperature=temperature), eos,
                            tokenizer.pad_token_id, greedy=False, seeds=seeds)
-    expected = [_seeded_loop(policy, p, 6, eos, s, temperature) for p, s in zip(prompts, seeds)]
-    assert _responses(out) == expected
-
-
-# --- grouped-query attention without copying the KV cache (attn_implementation="seam_grouped") ---
-
-
-@contextmanager
-def counting_grouped_attention():
-    """The query lengths of every seam_grouped attention call inside the block."""
-    query_lengths = []
-
-    def counting(module, query, *args, **kwargs):
-        query_lengths.append(query.shape[2])
-        return grouped_query_attention(module, query, *args, **kwargs)
-
-    register_attention(GROUPED_ATTENTION)
-    AttentionInterface.register(GROUPED_ATTENTION, counting)
-    try:
-        yield query_lengths
-    finally:
-        AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
-
-
-@torch.inference_mode()
-def test_grouped_attention_forward_equals_plain_forward(policy, model_dir, tokenizer, chats):
-    check_grouped_attention_forward(policy, model_dir, tokenizer, chats)
-
-
-def check_grouped_attention_forward(policy, model_dir, tokenizer, chats):
-    """A model loaded with seam_grouped attention gives, on left-padded batches, the logits that the model
-    loaded as usual gives on each unpadded sequence."""
-    grouped = load_policy(str(model_dir), attn_implementation=GROUPED_ATTENTION).eval()
-    with counting_grouped_attention() as query_lengths:
-        check_response_logits(grouped, tokenizer, chats, reference=policy)
-    assert query_lengths, "the model did not attend with seam_grouped"
-
-
-@torch.inference_mode()
-def test_decoding_with_grouped_attention_is_plain_sampling(policy, tokenizer, chats):
-    check_grouped_attention_decoding(policy, tokenizer, chats)
-
-
-def check_grouped_attention_decoding(policy, tokenizer, chats):
-    """Seeded sampling that decodes with seam_grouped attention (left-padded prompts, KV cache) draws the
-    tokens that the inverse CDF over plain forwards of the usual model draws; the model's attention is back
-    afterwards."""
-    prompts, _ = chats
-    eos, seeds, own = tokenizer.eos_token_id, [11, 22, 33], policy.config._attn_implementation
-    ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
-    with counting_grouped_attention() as query_lengths:
-        out = sample_responses(policy, ids, mask, SamplingSettings(max_new_tokens=6), eos, tokenizer.pad_token_id,
-                               greedy=False, seeds=seeds, attn_implementation=GROUPED_ATTENTION)
-    assert 1 in query_lengths, "no decoding step attended with seam_grouped"
-    assert policy.config._attn_implementation == own
-    expected = [_seeded_loop(policy, p, 6, eos, s, 1.0) for p, s in zip(prompts, seeds)]
-    assert _responses(out) == expected
+    expected = [seeded_loop(policy, p, 6, eos, s, temperature) for p, s in zip(prompts, seeds)]
+    assert responses_of(out) == expected
 
 
 # --- sliding windows shorter than the sequences ---------------------------------------------
-
-WINDOW = 4  # tokens a sliding-window layer sees; every test sequence is longer
-
-
-@pytest.fixture(scope="session")
-def windowed_dirs(tmp_path_factory):
-    """family -> a checkpoint whose sliding-window layers see WINDOW tokens, built once per session."""
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = build_family_model_dir(tmp_path_factory.mktemp(f"windowed-{family}"), family,
-                                                   sliding_window=WINDOW)
-        return built[family]
-
-    return get
-
-
-@pytest.fixture(scope="module", params=WINDOWED_FAMILIES)
-def windowed(request, windowed_dirs):
-    """(policy, tokenizer, chats) of a windowed checkpoint."""
-    path = windowed_dirs(request.param)
-    tokenizer = load_tokenizer(str(path))
-    policy = load_policy(str(path)).eval()
-    assert policy.config.sliding_window == WINDOW
-    chats = _chats(tokenizer)
-    assert min(len(p) for p in chats[0]) > 2 * WINDOW
-    return policy, tokenizer, chats
 
 
 @torch.inference_mode()
@@ -453,11 +259,6 @@ def test_windowed_continuation_logprob_sums_equal_plain_forward(windowed):
 @torch.inference_mode()
 def test_windowed_greedy_generation_is_plain_argmax(windowed):
     check_greedy_generation(*windowed)
-
-
-@torch.inference_mode()
-def test_windowed_decoding_with_grouped_attention_is_plain_sampling(windowed):
-    check_grouped_attention_decoding(*windowed)
 
 
 # --- 6. one training step of each stage ----------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from families import FAMILIES, build_family_model_dir
+from families import FAMILIES
 
 from seam_lightning.data.collate import pad
 from seam_lightning.models.forward import position_ids_from_mask, response_logits, response_values, sequence_rewards
@@ -117,9 +117,9 @@ def test_replay_refuses_other_rows(tiny_model_dir, batch):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @torch.no_grad()
-def test_replay_across_families_is_exact_or_refused(family, tmp_path, batch):
+def test_replay_across_families_is_exact_or_refused(family, family_dirs, batch):
     ids, mask = batch
-    model_dir = build_family_model_dir(tmp_path / family, family)
+    model_dir = family_dirs(family)
     try:
         policy = _with_live_adapters(load_policy(str(model_dir), lora=TOP)).eval()
     except ValueError as error:  # GPT-2's Conv1D blocks: LoRA on chosen layers needs explicit module names

@@ -97,10 +97,8 @@ def test_bad_quantization_is_a_clear_error(tiny_model_dir):
         load_policy(str(tiny_model_dir), quantization="3bit")
 
 
-def test_attention_soft_capping_is_not_dropped_by_sdpa(tmp_path, tiny_model_dir):
-    from families import build_family_model_dir
-
-    path = build_family_model_dir(tmp_path / "gemma2", "gemma2")
+def test_attention_soft_capping_is_not_dropped_by_sdpa(family_dirs, tiny_model_dir):
+    path = family_dirs("gemma2")
     policy = load_policy(str(path)).eval()  # attn_implementation="sdpa" by default
     assert policy.config.attn_logit_softcapping == 50.0
     # SDPA would ignore the cap; eager attention applies it, as the model was trained.
