@@ -30,10 +30,7 @@ import logging
 import os
 import random
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,15 +42,17 @@ from seam_lightning.data.formatting import PromptFormatter, prompt_format
 from seam_lightning.data.records import Record
 from seam_lightning.jsonl import write_jsonl_atomic
 from seam_lightning.models.batching import default_token_budget
-from seam_lightning.models.loading import Attention, DType, load_policy, load_reward_model, load_tokenizer
+from seam_lightning.models.fingerprint import model_fingerprint
+from seam_lightning.models.loading import Attention, DType
 from seam_lightning.models.mixed_precision import frozen_weights_in_trainer_dtype
 from seam_lightning.seam.augment import contrast_augmentations
-from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, waiting_group
+from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, rank_zero_first
 from seam_lightning.seam.perplexity import golden_perplexities
-from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, run_fingerprint
-from seam_lightning.seam.report import summary_numbers
+from seam_lightning.seam.progress import ScoringProgress, run_fingerprint
+from seam_lightning.seam.report import quantile_summary, selection_metrics
 from seam_lightning.seam.rl_data import rl_data_of
 from seam_lightning.seam.scorer import SeamResult, SeamScorer
+from seam_lightning.seam.scoring_models import ScoringModels
 from seam_lightning.seam.scores_file import write_scores
 from seam_lightning.seam.sharded_scoring import score_records
 from seam_lightning.seam.selection import select_fraction, selection_size
@@ -225,7 +224,8 @@ class SeamCallback(Callback):
         self._datamodule = None  # the Trainer's, kept from `setup` so a restored selection can be applied
         self.last_results: list[SeamResult] = []  # the latest scoring's results (not saved in checkpoints)
         self._restore_pending = False
-        self._loaded: dict[str, Any] = {}
+        self._models = ScoringModels(likelihood_from, reference_policy, reward_model, perplexity_model, dtype,
+                                     attn_implementation)
         # State saved in checkpoints (the augmented examples live in the data module's state).
         # `scores`: the values the latest selection ranked (SEAM, or perplexity with selection="perplexity").
         self.scores: dict[int, float] = {}
@@ -347,9 +347,9 @@ class SeamCallback(Callback):
         check_same_on_every_rank(trainer, selected)
         previous, self.selected_ids = set(self.selected_ids), selected
         chosen = set(selected)
-        metrics = self._metrics(results, chosen, previous)
+        metrics = selection_metrics(results, chosen, previous)
         if self.selection == "perplexity":
-            metrics.update(_summary("perplexity", self.scores.values()))
+            metrics.update(quantile_summary("perplexity", self.scores.values()))
         if self.mode == "prune":
             self.active_ids = sorted({r.id for r in records} - chosen)
             rl_data.set_active_rl_ids(self.active_ids)
@@ -382,10 +382,10 @@ class SeamCallback(Callback):
 
     def _score(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> list[SeamResult]:
         """SEAM of every record: this rank scores its share (minus saved progress); all ranks get all results."""
-        tokenizer = self._tokenizer(pl_module)
+        tokenizer = self._models.tokenizer(pl_module)
         # Candidates are formatted and truncated exactly as the data module formats training data.
         # Score in the Trainer's precision (e.g. bf16 autocast under precision="bf16-mixed").
-        with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy, \
+        with self._models.reward_model(pl_module) as reward_model, self._models.policy(pl_module) as policy, \
                 trainer.precision_plugin.forward_context():
             self.source.use_reward_model(reward_model, tokenizer)  # e.g. the victim of an adversarial source
             scorer = SeamScorer(policy, reward_model, tokenizer, **prompt_format(trainer.datamodule),
@@ -405,7 +405,7 @@ class SeamCallback(Callback):
         the shares are gathered, so every rank holds the same numbers and selects the same ids.
         """
         mine = records[trainer.global_rank::trainer.world_size]
-        with self._perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context(), \
+        with self._models.perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context(), \
                 frozen_weights_in_trainer_dtype(trainer, model, enabled=self.cast_frozen_weights_once):
             # Formatted and truncated exactly as the data module formats training data.
             formatter = PromptFormatter(tokenizer, **prompt_format(trainer.datamodule))
@@ -423,54 +423,27 @@ class SeamCallback(Callback):
             raise RuntimeError("SeamCallback: the gathered perplexities do not cover D_rl exactly once")
         return {r.id: everyone[r.id] for r in records}
 
-    @contextmanager
-    def _perplexity_model(self, pl_module: LightningModule) -> Iterator[tuple[torch.nn.Module, Any]]:
-        """(model, tokenizer) of ``selection="perplexity"``: ``perplexity_model``, else the policy SEAM uses."""
-        if self.perplexity_model is None:
-            with self._policy_model(pl_module) as model:
-                yield model, self._tokenizer(pl_module)
-            return
-        model = self._load("perplexity", partial(load_policy, dtype=self.dtype,
-                                                 attn_implementation=self.attn_implementation),
-                           self.perplexity_model, pl_module)
-        yield model, self._load("perplexity_tokenizer", load_tokenizer, self.perplexity_model, None)
-
     def _prepare_sources(self, trainer: Trainer) -> None:
-        """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them.
-
-        The others wait in a barrier of their own with ``prepare_timeout_minutes``: embedding a
-        large corpus may take longer than the process group's timeout (30 minutes by default).
-        """
+        """Rank 0 builds the sources' caches (e.g. the contrast corpus embeddings) first; the others then load them."""
         sources = [self.source] if self.selection == "seam" else []
         if self.mode == "augment":
             sources.append(self.augment_source or self.source)
-        if not sources:
-            return
-        with waiting_group(trainer, timedelta(minutes=self.prepare_timeout_minutes)) as group:
-            error = None
-            if trainer.is_global_zero:
-                try:
-                    for source in sources:
-                        source.prepare()
-                except Exception as e:  # the waiting ranks stop with it rather than wait for the timeout
-                    error = e
-            raise_together(trainer, error, group)
-        error = None
-        try:
-            for source in sources:  # the others load what rank 0 built
+
+        def prepare() -> None:
+            for source in sources:
                 source.prepare()
-        except Exception as e:
-            error = e
-        raise_together(trainer, error)
+
+        if sources:
+            rank_zero_first(trainer, prepare, timedelta(minutes=self.prepare_timeout_minutes))
 
     def _scoring_fingerprint(self, trainer: Trainer, pl_module: LightningModule, records: list[Record]) -> str:
         """What a scoring's outcome depends on: both models' weights, the source, the settings and D_rl."""
         data = [(r.id, r.text["instruction"], r.text["response"]) for r in records]
         if self.selection == "perplexity":
-            with self._perplexity_model(pl_module) as (model, _):
+            with self._models.perplexity_model(pl_module) as (model, _):
                 models = [model_fingerprint(model)]
         else:
-            with self._reward_model(pl_module) as reward_model, self._policy_model(pl_module) as policy:
+            with self._models.reward_model(pl_module) as reward_model, self._models.policy(pl_module) as policy:
                 models = [model_fingerprint(policy), model_fingerprint(reward_model)]
         return run_fingerprint(*models, json.dumps(self.source.config(), sort_keys=True), self.selection,
                                self.order, self.num_candidates, trainer.precision, json.dumps(data))
@@ -503,90 +476,6 @@ class SeamCallback(Callback):
         return {"seam/augmented_sft": float(len(new.sft)), "seam/augmented_preference": float(len(new.preference)),
                 "seam/augmented_prompts": float(len(set(new.sources)))}
 
-    def _metrics(self, results: list[SeamResult], selected: set[int], previous: set[int]) -> dict[str, float]:
-        metrics = {
-            "seam/selected": float(len(selected)),
-            "seam/overlap_with_previous": len(selected & previous) / len(selected) if previous and selected else float("nan"),
-        }
-        if not results:
-            return metrics
-        numbers = summary_numbers(results, selected)  # the same numbers as the report's and `score`'s
-        metrics.update({
-            "seam/mean": numbers["seam_mean"],
-            "seam/q50": numbers["seam_median"],
-            "seam/q90": numbers["seam_q90"],
-            "seam/max": numbers["seam_max"],
-            "seam/misjudgement_rate": numbers["misjudgement_rate"],
-            "seam/candidate_token_loglik": numbers["candidate_token_loglik"],
-            "seam/prompts_without_candidates": float(numbers["without_candidates"]),
-            "seam/selected_share": len(selected) / len(results),
-        })
-        return metrics
-
-    # -- which models score -----------------------------------------------------------------
-
-    @contextmanager
-    def _policy_model(self, pl_module: LightningModule) -> Iterator[torch.nn.Module]:
-        """The policy giving log P_PM(r*|I), valid inside the ``with`` block.
-
-        A module may expose π_ref as a ``reference()`` context manager rather than a
-        model (PPO with LoRA: the policy with its adapters switched off).
-        """
-        if self.likelihood_from == "current":
-            model = getattr(pl_module, "policy", None)
-            if model is None and getattr(pl_module, "data_stage", None) == "sft":
-                model = pl_module.model
-            if model is None:
-                raise ValueError(f"SeamCallback(likelihood_from='current'): {type(pl_module).__name__} exposes no `policy`")
-            yield model
-        elif self.reference_policy is not None:
-            yield self._load("policy", partial(load_policy, dtype=self.dtype, attn_implementation=self.attn_implementation),
-                             self.reference_policy, pl_module)
-        elif callable(getattr(pl_module, "reference", None)):
-            with pl_module.reference() as model:
-                yield model
-        elif getattr(pl_module, "reference_policy", None) is not None:
-            yield pl_module.reference_policy
-        else:
-            raise ValueError("SeamCallback(likelihood_from='reference') needs reference_policy=<path of the SFT policy> "
-                             f"({type(pl_module).__name__} exposes no reference policy)")
-
-    @contextmanager
-    def _reward_model(self, pl_module: LightningModule) -> Iterator[torch.nn.Module]:
-        """The RM: ``reward_model`` if given, else the module's (PPO: its `reward()`, which may be the
-        value model with its adapters switched off), else the model an RM stage trains."""
-        if self.reward_model is not None:
-            yield self._load("reward", partial(load_reward_model, dtype=self.dtype,
-                                               attn_implementation=self.attn_implementation),
-                             self.reward_model, pl_module)
-        elif callable(getattr(pl_module, "reward", None)) and getattr(pl_module, "reward_fn", None) is None:
-            with pl_module.reward() as model:
-                yield model
-        elif getattr(pl_module, "reward_model", None) is not None:
-            yield pl_module.reward_model
-        elif getattr(pl_module, "data_stage", None) == "preference":
-            yield pl_module.model
-        else:
-            raise ValueError(f"SeamCallback needs reward_model=<path of the RM> ({type(pl_module).__name__} "
-                             "exposes no `reward_model`)")
-
-    def _tokenizer(self, pl_module: LightningModule):
-        tokenizer = getattr(pl_module, "tokenizer", None)
-        if tokenizer is None:
-            name = self.reference_policy or self.reward_model
-            if name is None:
-                raise ValueError(f"SeamCallback: {type(pl_module).__name__} has no `tokenizer`; give reference_policy")
-            tokenizer = self._load("tokenizer", load_tokenizer, name, None)
-        return tokenizer
-
-    def _load(self, key: str, loader, name: str, pl_module: LightningModule | None):
-        # Loaded once per callback and kept: rescoring every epoch must not reload weights.
-        if key not in self._loaded:
-            obj = loader(name)
-            if pl_module is not None:
-                obj = obj.to(pl_module.device).eval().requires_grad_(False)
-            self._loaded[key] = obj
-        return self._loaded[key]
 
 
 def _last_epoch(trainer: Trainer) -> bool:
@@ -595,15 +484,6 @@ def _last_epoch(trainer: Trainer) -> bool:
     max_epochs = loop.max_epochs if loop.max_epochs is not None and loop.max_epochs >= 0 else None
     steps_done = loop.max_steps >= 0 and trainer.global_step >= loop.max_steps
     return trainer.should_stop or steps_done or (max_epochs is not None and trainer.current_epoch + 1 >= max_epochs)
-
-
-def _summary(name: str, values) -> dict[str, float]:
-    """Mean, median, 90% quantile and maximum of ``values`` as ``<name>/mean`` etc."""
-    x = torch.tensor(list(values), dtype=torch.float64)
-    if not len(x):
-        return {}
-    return {f"{name}/mean": x.mean().item(), f"{name}/q50": x.quantile(0.5).item(),
-            f"{name}/q90": x.quantile(0.9).item(), f"{name}/max": x.max().item()}
 
 
 def _renamed(old_name: str, old_value: Any, new_name: str, new_value: Any) -> Any:

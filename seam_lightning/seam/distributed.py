@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -82,3 +82,26 @@ def waiting_group(trainer: Trainer, timeout: timedelta) -> Iterator[Any]:
         yield group
     finally:
         torch.distributed.destroy_process_group(group)
+
+
+def rank_zero_first(trainer: Trainer, action: Callable[[], None], timeout: timedelta) -> None:
+    """Run ``action`` on rank 0, then on every other rank; a failure anywhere stops every rank.
+
+    For work whose result rank 0 writes and the others then read (a source's cache): the others
+    wait in a group of their own with ``timeout``, since building it may outlast the process
+    group's timeout (30 minutes by default).
+    """
+    with waiting_group(trainer, timeout) as group:
+        error = None
+        if trainer.is_global_zero:
+            try:
+                action()
+            except Exception as e:  # the waiting ranks stop with it rather than wait for the timeout
+                error = e
+        raise_together(trainer, error, group)
+    error = None
+    try:
+        action()  # the others load what rank 0 built; rank 0 finds its cache and returns at once
+    except Exception as e:
+        error = e
+    raise_together(trainer, error)

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from seam_lightning.jsonl import append_jsonl, read_jsonl
-from seam_lightning.models.fingerprint import model_fingerprint  # noqa: F401  (callers import it from here)
 from seam_lightning.seam.scorer import SeamResult
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from seam_lightning.data.records import Record
 from seam_lightning.files import atomic_path, write_text_atomic
 from seam_lightning.seam.scorer import SeamResult
@@ -56,6 +58,38 @@ def summary_numbers(results: list[SeamResult], selected: set[int]) -> dict[str, 
         "without_candidates_share": (sum(not r.candidate_rewards for r in results) / len(results)
                                      if results else math.nan),
     }
+
+
+def selection_metrics(results: list[SeamResult], selected: set[int], previous: set[int]) -> dict[str, float]:
+    """What SeamCallback logs of one selection: its size, its overlap with the previous one and
+    :func:`summary_numbers` under the ``seam/`` names."""
+    metrics = {
+        "seam/selected": float(len(selected)),
+        "seam/overlap_with_previous": len(selected & previous) / len(selected) if previous and selected else float("nan"),
+    }
+    if not results:
+        return metrics
+    numbers = summary_numbers(results, selected)
+    metrics.update({
+        "seam/mean": numbers["seam_mean"],
+        "seam/q50": numbers["seam_median"],
+        "seam/q90": numbers["seam_q90"],
+        "seam/max": numbers["seam_max"],
+        "seam/misjudgement_rate": numbers["misjudgement_rate"],
+        "seam/candidate_token_loglik": numbers["candidate_token_loglik"],
+        "seam/prompts_without_candidates": float(numbers["without_candidates"]),
+        "seam/selected_share": len(selected) / len(results),
+    })
+    return metrics
+
+
+def quantile_summary(name: str, values) -> dict[str, float]:
+    """Mean, median, 90% quantile and maximum of ``values`` as ``<name>/mean`` etc. (nothing for no values)."""
+    x = torch.tensor(list(values), dtype=torch.float64)
+    if not len(x):
+        return {}
+    return {f"{name}/mean": x.mean().item(), f"{name}/q50": x.quantile(0.5).item(),
+            f"{name}/q90": x.quantile(0.9).item(), f"{name}/max": x.max().item()}
 
 
 def write_report(directory: str | Path, results: list[SeamResult], records: list[Record], selected: set[int],

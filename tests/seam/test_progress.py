@@ -4,7 +4,8 @@ import logging
 
 import torch
 
-from seam_lightning.seam.progress import ScoringProgress, model_fingerprint, prompt_key
+from seam_lightning.models.fingerprint import model_fingerprint
+from seam_lightning.seam.progress import ScoringProgress, prompt_key
 from seam_lightning.seam.scorer import SeamResult
 
 

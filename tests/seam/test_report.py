@@ -5,10 +5,8 @@ import math
 import pytest
 import torch
 
-from seam_lightning.seam.callback import SeamCallback
-from seam_lightning.seam.report import summary_numbers
+from seam_lightning.seam.report import quantile_summary, selection_metrics, summary_numbers
 from seam_lightning.seam.scorer import SeamResult
-from seam_lightning.seam.sources.contrast import ContrastSource
 
 RESULTS = [
     # golden 1.0; candidates rewarded 2.0 (misjudged) and 0.5, log-lik -6 over 3 and -4 over 4 tokens
@@ -40,9 +38,8 @@ def test_no_candidates_anywhere_gives_nan_rates():
     assert math.isnan(numbers["misjudgement_rate"]) and math.isnan(numbers["candidate_token_loglik"])
 
 
-def test_callback_metrics_are_the_summary_numbers():
-    callback = SeamCallback(ContrastSource(corpus=[]), fraction=0.25)
-    metrics = callback._metrics(RESULTS, selected={3}, previous={1, 3})
+def test_selection_metrics_are_the_summary_numbers():
+    metrics = selection_metrics(RESULTS, selected={3}, previous={1, 3})
     assert metrics["seam/mean"] == pytest.approx(0.35)
     assert metrics["seam/q50"] == pytest.approx(0.25)
     assert metrics["seam/misjudgement_rate"] == pytest.approx(0.75)
@@ -50,3 +47,11 @@ def test_callback_metrics_are_the_summary_numbers():
     assert metrics["seam/prompts_without_candidates"] == 1.0
     assert metrics["seam/selected"] == 1.0 and metrics["seam/selected_share"] == 0.25
     assert metrics["seam/overlap_with_previous"] == 1.0
+
+
+def test_quantile_summary_by_hand():
+    # 1..5: mean 3, median 3, 90% quantile 4.6 (linear interpolation between 4 and 5), max 5
+    summary = quantile_summary("perplexity", [5.0, 1.0, 3.0, 2.0, 4.0])
+    assert summary == pytest.approx({"perplexity/mean": 3.0, "perplexity/q50": 3.0, "perplexity/q90": 4.6,
+                                     "perplexity/max": 5.0})
+    assert quantile_summary("perplexity", []) == {}
