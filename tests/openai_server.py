@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-import pytest
 
 MODEL = "fake-model"
 
@@ -251,8 +250,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (timeout, or killed): nothing to tell it
 
 
-@pytest.fixture
-def openai_server():
-    """A running `FakeOpenAI` with the default numbered replies."""
-    with FakeOpenAI() as server:
-        yield server
+def recording_backend(server: FakeOpenAI, **kwargs):
+    """An OpenAIBackend on ``server`` whose back-off waits are recorded in ``.delays``, not slept."""
+    from seam_lightning.llm.chat import OpenAIBackend
+
+    backend = OpenAIBackend(MODEL, base_url=server.url, **kwargs)
+    backend.delays = []
+    backend._sleep = backend.delays.append
+    return backend

@@ -25,13 +25,6 @@ QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?", "
 ANSWERS = ["4", "Shakespeare.", "no idea", "7"]
 
 
-@pytest.fixture(autouse=True)
-def _no_real_key(monkeypatch):
-    """Never send a developer's real key to the test server; local endpoints get 'EMPTY'."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-
-
 # ----------------------------------------------------------------------------- parse_rating
 
 

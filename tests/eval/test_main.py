@@ -55,12 +55,6 @@ def files(tmp_path_factory, tiny_model_dir):
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_real_key(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-
-
 def run(argv: list[str], tmp_path: Path, capsys) -> tuple[dict, str]:
     out = tmp_path / "result.json"
     assert main([*argv, "--output", str(out), "--no-progress"]) == 0

@@ -33,13 +33,6 @@ GOLDEN = ["4", "Shakespeare."]
 NOWHERE = "http://127.0.0.1:9/v1"
 
 
-@pytest.fixture(autouse=True)
-def _no_real_key(monkeypatch):
-    """Never send a developer's real key to the test server; local endpoints get 'EMPTY'."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-
-
 def source(server, tmp_path, **kwargs) -> LLMSource:
     kwargs.setdefault("progress", False)
     return LLMSource(OpenAIBackend(MODEL, base_url=server.url), cache_dir=str(tmp_path / "llm"), **kwargs)

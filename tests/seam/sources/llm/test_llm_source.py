@@ -1,7 +1,7 @@
-"""SEAM_GPT (LLMSource) against the real openai client and the tests' own HTTP server; TransformersBackend offline.
+"""SEAM_GPT (LLMSource) against the real openai client and the tests' own HTTP server, and with a local model.
 
-Nothing is patched in the client: every request goes over HTTP to `FakeOpenAI`.
-Back-off waits are recorded through the backend's replaceable ``_sleep``.
+Nothing is patched in the client: every request goes over HTTP to `FakeOpenAI`. Back-off waits are
+recorded through the backend's replaceable ``_sleep``. The back ends alone: tests/llm/test_chat.py.
 """
 
 import json
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from openai_server import MODEL, Failure, FakeOpenAI, asked_n, numbered_reply, question_of
+from openai_server import MODEL, Failure, FakeOpenAI, asked_n, numbered_reply, question_of, recording_backend
 from seam_lightning.seam.sources.llm.prompts import (
     NUMBERED_WORSE_ANSWERS_PROMPT,
     WORSE_ANSWERS_PROMPT,
@@ -23,7 +23,7 @@ from seam_lightning.seam.sources.llm.prompts import (
     render_worse_answers_prompt,
 )
 from seam_lightning.seam.sources.base import CandidateStats
-from seam_lightning.llm.chat import ChatBackendError, ChatRequestRejected, OpenAIBackend, TransformersBackend
+from seam_lightning.llm.chat import ChatBackendError, OpenAIBackend, TransformersBackend
 from seam_lightning.llm.completion_cache import CompletionCache, completion_key
 from seam_lightning.seam.sources.llm.source import LLMSource
 
@@ -31,32 +31,10 @@ QUESTIONS = ["What is 2 + 2?", "Who wrote Hamlet?", "What does `len` return?"]
 GOLDEN = ["4", "Shakespeare.", "The number of items."]
 
 
-@pytest.fixture
-def server():
-    """The tests' OpenAI-compatible server with its default numbered replies."""
-    with FakeOpenAI() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def _no_real_key(monkeypatch):
-    """Never send a developer's real key to the test server; local endpoints get 'EMPTY'."""
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-
-
-def backend(server, **kwargs) -> OpenAIBackend:
-    """An OpenAIBackend on the test server whose back-off waits are recorded, not slept."""
-    b = OpenAIBackend(MODEL, base_url=server.url, **kwargs)
-    b.delays = []
-    b._sleep = b.delays.append
-    return b
-
-
 def source(server_or_backend, tmp_path, **kwargs) -> LLMSource:
     b = server_or_backend
     if isinstance(b, FakeOpenAI):
-        b = backend(b)
+        b = recording_backend(b)
     kwargs.setdefault("progress", False)
     return LLMSource(b, cache_dir=str(tmp_path / "llm"), **kwargs)
 
@@ -190,7 +168,7 @@ def test_seed_is_sent_and_part_of_the_key(server, tmp_path):
 
 
 def test_429_then_500_then_success_backs_off_growing(server, tmp_path):
-    b = backend(server, backoff_seconds=1.0, max_backoff_seconds=60.0)
+    b = recording_backend(server, backoff_seconds=1.0, max_backoff_seconds=60.0)
     server.fail_next(Failure(429), Failure(500))
     out = source(b, tmp_path).candidates(QUESTIONS[:1], GOLDEN[:1], 2)
     assert len(out[0]) == 2
@@ -199,60 +177,8 @@ def test_429_then_500_then_success_backs_off_growing(server, tmp_path):
     assert b.usage.requests == 3 and b.usage.retries == 2
 
 
-def test_backoff_is_capped(server):
-    b = backend(server, backoff_seconds=1.0, max_backoff_seconds=3.0, max_retries=4)
-    server.fail_next(*[Failure(503)] * 4)
-    b.complete("x", temperature=0.0, max_tokens=5)
-    assert b.delays[-1] == 3.0 and all(d <= 3.0 for d in b.delays) and len(b.delays) == 4
-
-
-# "300" and "0" are waited as asked: the openai client's own retries would give up at once on
-# the first and back off on its own on the second (why OpenAIBackend keeps its retry loop).
-@pytest.mark.parametrize("header, wait", [("7", 7.0), ("0.25", 0.25), ("300", 300.0), ("0", 0.0)])
-def test_retry_after_is_honoured(server, header, wait):
-    b = backend(server)
-    server.fail_next(Failure(429, retry_after=header))
-    b.complete("x", temperature=0.0, max_tokens=5)
-    assert b.delays == [wait] and len(server.requests) == 2
-
-
-def test_retry_after_forms():
-    from types import SimpleNamespace
-
-    from email.utils import formatdate
-
-    from seam_lightning.llm.chat import _retry_after
-
-    def error(**headers):
-        return SimpleNamespace(response=SimpleNamespace(headers=headers))
-
-    assert _retry_after(error(**{"retry-after-ms": "1500"})) == 1.5
-    assert _retry_after(error(**{"retry-after": "2"})) == 2.0
-    assert 25 <= _retry_after(error(**{"retry-after": formatdate(time.time() + 30, usegmt=True)})) <= 30
-    assert _retry_after(error(**{"retry-after": "soon"})) is None  # malformed: our own back-off
-    assert _retry_after(error()) is None and _retry_after(RuntimeError("no response")) is None
-
-
-def test_timeout_is_retried(server):
-    b = backend(server, timeout=0.3)
-    server.fail_next(Failure.timeout(2.0))
-    started = time.monotonic()
-    completion = b.complete(render_worse_answers_prompt(None, "q", "a", 2), temperature=0.0, max_tokens=5)
-    assert time.monotonic() - started < 2.0  # the client gave up on the slow reply
-    assert completion.text.count("Wrong answer") == 2
-    assert len(server.requests) == 2 and b.usage.retries == 1 and len(b.delays) == 1
-
-
-def test_retries_run_out_with_a_clear_error(server):
-    b = backend(server, max_retries=2)
-    server.fail_next(*[Failure(500)] * 5)
-    with pytest.raises(ChatBackendError, match="giving up after 3 attempts; last error: HTTP 500"):
-        b.complete("x", temperature=0.0, max_tokens=5)
-    assert len(server.requests) == 3
-
-
 def test_401_fails_at_once_naming_the_key_variable(server, tmp_path):
-    b = backend(server, api_key_env="MY_LLM_KEY")
+    b = recording_backend(server, api_key_env="MY_LLM_KEY")
     server.fail_next(Failure(401))
     with pytest.raises(ChatBackendError, match=r"HTTP 401.*MY_LLM_KEY"):
         source(b, tmp_path).candidates(QUESTIONS[:1], GOLDEN[:1], 2)
@@ -267,16 +193,6 @@ def test_404_fails_at_once_naming_model_and_url(server, tmp_path):
     assert len(server.requests) == 1
 
 
-@pytest.mark.parametrize("status, error", [(400, ChatRequestRejected), (422, ChatRequestRejected),
-                                           (403, ChatBackendError), (418, ChatBackendError)])
-def test_other_4xx_fail_at_once(server, status, error):
-    b = backend(server)
-    server.fail_next(Failure(status))
-    with pytest.raises(error, match=rf"(?=.*'fake-model')(?=.*HTTP {status})"):
-        b.complete("x", temperature=0.0, max_tokens=5)
-    assert len(server.requests) == 1 and b.delays == []
-
-
 def test_a_refused_request_costs_only_its_example(server, tmp_path, caplog):
     server.fail_next(Failure(400))  # e.g. the first prompt is too long for the model
     src = source(server, tmp_path, concurrency=1)
@@ -288,17 +204,6 @@ def test_a_refused_request_costs_only_its_example(server, tmp_path, caplog):
     # Not cached: a rerun asks again for that example only.
     assert source(server, tmp_path).candidates(QUESTIONS, GOLDEN, 2)[0] != []
     assert len(server.requests) == 4
-
-
-def test_api_key(monkeypatch, server):
-    with pytest.raises(ValueError, match="set the environment variable SEAM_TEST_NO_KEY"):
-        OpenAIBackend("gpt-4o", api_key_env="SEAM_TEST_NO_KEY")  # OpenAI's endpoint needs a key
-    monkeypatch.setenv("SEAM_TEST_KEY", "sk-test-123")
-    b = OpenAIBackend("gpt-4o", api_key_env="SEAM_TEST_KEY")
-    assert b.base_url == "https://api.openai.com/v1" and b.client.api_key == "sk-test-123"
-    assert OpenAIBackend(MODEL, base_url=server.url).client.api_key == "EMPTY"
-    # The client is built with its own retries off, so ours are the only ones (chat.py says why).
-    assert b.client.max_retries == 0
 
 
 def test_bad_arguments():
@@ -319,7 +224,7 @@ def test_bad_arguments():
 
 
 def test_usage_tally_and_cost(server, tmp_path, caplog):
-    b = backend(server, price_per_1m_prompt_tokens=2.5, price_per_1m_completion_tokens=10.0)
+    b = recording_backend(server, price_per_1m_prompt_tokens=2.5, price_per_1m_completion_tokens=10.0)
     server.fail_next(Failure(429))
     with caplog.at_level(logging.INFO, logger="seam_lightning.seam.sources.llm.source"):
         source(b, tmp_path).candidates(QUESTIONS, GOLDEN, 2)
@@ -330,7 +235,7 @@ def test_usage_tally_and_cost(server, tmp_path, caplog):
     assert (u.requests, u.retries, u.prompt_tokens, u.completion_tokens) == (4, 1, prompt_tokens, completion_tokens)
     assert u.cost_usd == pytest.approx((prompt_tokens * 2.5 + completion_tokens * 10.0) / 1e6)
     assert "4 requests (1 retries)" in caplog.text and f"${u.cost_usd:.4f}" in caplog.text
-    assert backend(server).usage.cost_usd is None  # no prices, no cost
+    assert recording_backend(server).usage.cost_usd is None  # no prices, no cost
 
 
 # ----------------------------------------------------------------------------- cache
@@ -376,7 +281,7 @@ def test_cache_one_file_per_backend(server, tmp_path):
 
 def test_cache_default_dir_is_under_cache_root(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SEAM_LIGHTNING_CACHE", str(tmp_path / "root"))
-    src = LLMSource(backend(server), progress=False)
+    src = LLMSource(recording_backend(server), progress=False)
     assert src.cache_path.parent == tmp_path / "root" / "llm"
 
 
@@ -414,7 +319,7 @@ def test_corrupt_lines_in_the_middle_are_skipped(tmp_path, caplog):
 def test_unwritable_cache_costs_the_cache_not_the_run(server, tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
-    src = LLMSource(backend(server), cache_dir=str(blocker / "llm"), progress=False)
+    src = LLMSource(recording_backend(server), cache_dir=str(blocker / "llm"), progress=False)
     with caplog.at_level(logging.WARNING, logger="seam_lightning.seam.sources.llm.source"):
         assert [len(c) for c in src.candidates(QUESTIONS, GOLDEN, 2)] == [2, 2, 2]
     assert "cannot write the LLM cache" in caplog.text
@@ -461,7 +366,7 @@ def test_kill_mid_run_loses_nothing_paid_for(server, tmp_path):
     sent = len(server.requests)
     assert sent == 4
 
-    src = LLMSource(backend(server), concurrency=1, cache_dir=str(cache_dir), progress=False)
+    src = LLMSource(recording_backend(server), concurrency=1, cache_dir=str(cache_dir), progress=False)
     out = src.candidates(questions, golden, 2)
     assert len(server.requests) - sent == 3  # only the missing prompts
     assert [question_of(p) for p in server.prompts[sent:]] == questions[3:]
@@ -495,35 +400,6 @@ def test_built_from_config(server, tmp_path):
 
 
 # ----------------------------------------------------------------------------- local transformers model
-
-
-@pytest.fixture(scope="module")
-def tiny_backend(tiny_model_dir) -> TransformersBackend:
-    return TransformersBackend(model=str(tiny_model_dir))
-
-
-def test_transformers_backend_completes(tiny_backend):
-    c = tiny_backend.complete("Say something wrong.", temperature=0.0, max_tokens=8)
-    assert isinstance(c.text, str) and c.prompt_tokens > 0 and 1 <= c.completion_tokens <= 8
-    assert tiny_backend.complete("Say something wrong.", temperature=0.0, max_tokens=8) == c  # greedy
-    a = tiny_backend.complete("x", temperature=1.0, max_tokens=8, seed=3)
-    assert tiny_backend.complete("x", temperature=1.0, max_tokens=8, seed=3) == a  # seeded sampling
-    assert tiny_backend.usage.requests >= 4
-
-
-def test_transformers_backend_leaves_the_global_rng_alone(tiny_backend):
-    import torch
-
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    tiny_backend.complete("x", temperature=1.0, max_tokens=4)
-    assert torch.equal(torch.rand(3), expected)
-
-
-def test_transformers_backend_plain_prompt(tiny_plain_model_dir):
-    c = TransformersBackend(model=str(tiny_plain_model_dir)).complete("hello", temperature=0.7, max_tokens=4)
-    assert isinstance(c.text, str) and c.completion_tokens <= 4
 
 
 def test_llm_source_with_a_local_model(tiny_model_dir, tmp_path):
