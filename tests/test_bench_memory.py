@@ -1,22 +1,19 @@
-"""The memory accounting of scripts/bench_memory.py on hand-computed numbers (no model, no timing)."""
+"""The memory accounting of scripts/bench_memory.py (scripts/experiments/memory_estimate.py) on hand-computed
+numbers (no model, no timing)."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_memory.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from experiments import memory_estimate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_memory", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_memory"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_memory", None)
+    return memory_estimate
 
 
 # 2**30 bf16 parameters = 2 GiB; 2**26 LoRA parameters x 16 bytes = 1 GiB; 4 x 256 tokens, 128 of them response.
