@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import hashlib
 import json
 import math
@@ -72,21 +71,20 @@ import torch  # noqa: E402
 from lightning.pytorch import seed_everything  # noqa: E402
 
 from experiments.blind_spot import blind_spot_modules, flip_pairs, module_of, seam_variants, stable_unit  # noqa: E402
-from experiments.blind_spot_report import (RL_CONDITIONS, SIGNALS, mean_token_loglik, plot, report,  # noqa: E402
-                                           summarize_rl_effect)
+from experiments.blind_spot_report import SIGNALS, mean_token_loglik, plot, report  # noqa: E402
+from experiments.blind_spot_rl import RL_ONLY, rl_effect  # noqa: E402
 from experiments.blind_spot_scoring import (TOKEN_BUDGET, detection, limits, load_rm,  # noqa: E402
                                             prompt_perplexities, rm_rewards, score_candidates, seam_scorer)
 from experiments.blind_spot_sources import (adv_settings, adversarial_detection, llm_detection,  # noqa: E402
                                             llm_settings, llm_side, sources_summary, with_sources)
-from experiments.common import (Cells, autocast, device, experiment_parser, later_settings, lora, run_ppo,  # noqa: E402
-                                top_layers, trainer)
+from experiments.common import (Cells, autocast, data_rows, device, experiment_parser, lora, top_layers,  # noqa: E402
+                                trainer)
 from experiments.judges import llm_judge  # noqa: E402
 from experiments.sources import add_source_args  # noqa: E402
 from seam_lightning import DataSource, RewardModule, RLHFDataModule, SamplingSettings  # noqa: E402
 from seam_lightning import files  # noqa: E402
-from seam_lightning.data.demo import resolve_demo_uri  # noqa: E402
 from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
-from seam_lightning.eval.quality import generate_responses, preference_accuracy, reward_scores  # noqa: E402
+from seam_lightning.eval.quality import preference_accuracy  # noqa: E402
 from seam_lightning.models.loading import (DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer,  # noqa: E402
                                            resolve_model_path)
 from seam_lightning.seam.perplexity import golden_perplexities  # noqa: E402
@@ -145,11 +143,6 @@ def sample_judge(args: argparse.Namespace) -> dict:
         return {"judge": "llm", "model": args.judge_model, "endpoint": args.judge_endpoint,
                 "label": f"judge: LLM {args.judge_model}, Prompt 1"}
     return {"judge": "gold_rm", "label": "oracle judge: gold RM"}
-
-
-def jsonl(path: str) -> list[dict]:
-    with open(path if "://" not in path else resolve_demo_uri(path), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def rm_backbone(args: argparse.Namespace, root: Path) -> str:
@@ -305,7 +298,6 @@ def signals(args, pm: dict, rm, tok, rl: list[dict], cell_seed: int) -> dict[str
 # newer than the first cells: --sft-lr, which no cell reads, and --ppo-lr, in the RL-effect keys only where it
 # differs from its former fixed value (common.later_settings), so cells saved before stay valid.
 RUN_ONLY = ("config", "out", "threads", "quick", "rhos", "seeds", "rl_effect", "rl_seeds", "rl_rho")
-RL_ONLY = ("fraction", "ppo_steps", "val_prompts", "lora_layers", "rl_val_data")
 NEWER = ("sft_lr", "ppo_lr")
 # The optional sources' flags: their signals live in cells of their own, keyed by llm_settings / adv_settings, so
 # the cells without them keep their keys.
@@ -338,69 +330,6 @@ def short_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def held_out_gold_rewards(args, policy, tokenizer, gold, gold_tok, prompts: list[dict]) -> list[float]:
-    """The gold RM's reward of the policy's greedy response to each held-out prompt."""
-    instructions = [r["instruction"] for r in prompts]
-    with torch.inference_mode(), autocast(args):
-        responses = generate_responses(policy.to(device(args)).eval(), tokenizer, instructions, args.new_tokens,
-                                       batch_size=16, max_instruction_tokens=args.max_instruction_tokens,
-                                       progress=False)
-        return reward_scores(gold, gold_tok, instructions, responses, batch_size=16, **limits(args)).tolist()
-
-
-def pruned_rl_data(args, rl: list[dict], condition: str, seam: list[float], seed: int, folder: Path) -> Path:
-    """D_rl for one RL-effect condition as a JSONL file: all of it, or without the top ``fraction`` by SEAM / at random."""
-    drop = round(args.fraction * len(rl)) if condition != "full" else 0
-    order = {"seam": lambda i: -seam[i], "random": lambda i: stable_unit(f"prune:{seed}:{i}")}.get(condition)
-    dropped = set(sorted(range(len(rl)), key=order)[:drop]) if drop else set()
-    rows = [{"instruction": r["instruction"], "response": r["response"], "source": r["source"]}
-            for i, r in enumerate(rl) if i not in dropped]
-    return files.write_text_atomic(folder / f"{condition}_seed{seed}.jsonl",
-                                   "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-def rl_effect(args, cells: Cells, settings: dict, policy_name: str, flawed: dict, gold: dict, rl: list[dict],
-              seam: list[float], in_b: frozenset[str], root: Path) -> dict:
-    """PPO with the flawed RM on full vs SEAM-pruned vs random-pruned D_rl, per seed; the gold RM judges held-out prompts.
-
-    SEAM here is the contrast source's score under π_SFT and the flawed RM, the prune SeamCallback makes
-    before the first PPO step (mode="prune"), read from the detection run instead of computed twice.
-    Every condition runs the same number of PPO steps of the same batch size.
-    """
-    val = jsonl(args.rl_val_data)[:args.val_prompts]
-    val_in_b = [module_of(r["source"]) in in_b for r in val]
-    gold_model, gold_tok = load_reward_model(gold["path"]).to(device(args)).eval(), load_tokenizer(gold["path"])
-    rl_settings = {**{k: getattr(args, k) for k in RL_ONLY}, **later_settings(args, "ppo_lr")}
-    reference = cells.run({"experiment": "blind_spot", "settings": settings, "rl": rl_settings, "cell": "pi_sft"},
-                          lambda: held_out_gold_rewards(args, load_policy(policy_name), load_tokenizer(policy_name),
-                                                        gold_model, gold_tok, val))
-    runs = []
-    for seed in args.rl_seeds:
-        for condition in RL_CONDITIONS:
-            def run(condition=condition, seed=seed) -> dict:
-                t0 = time.monotonic()
-                data = pruned_rl_data(args, rl, condition, seam, seed, root / "rl_data" / flawed["name"])
-                ppo_args = argparse.Namespace(**{**vars(args), "rl_data": str(data), "rl_prompts": None,
-                                                 "sft": policy_name})
-                module = run_ppo(ppo_args, flawed["path"], seed, root=root / "lightning", policy=policy_name)
-                rewards = held_out_gold_rewards(args, module.policy, load_tokenizer(policy_name), gold_model, gold_tok,
-                                                val)
-                del module
-                gc.collect()
-                return {"condition": condition, "seed": seed, "gold_per_prompt": rewards,
-                        "trained_on": sum(1 for _ in open(data, encoding="utf-8")), "seconds": time.monotonic() - t0}
-
-            key = {"experiment": "blind_spot", "settings": settings, "rl": rl_settings, "flawed_rm": flawed["name"],
-                   "cell": "ppo", "condition": condition, "seed": seed}
-            result = cells.run(key, run)
-            runs.append(result)
-            print(f"[blind spot] PPO {condition} seed {seed}: gold reward in B "
-                  f"{np.mean([g for g, b in zip(result['gold_per_prompt'], val_in_b) if b]):.3f}, outside "
-                  f"{np.mean([g for g, b in zip(result['gold_per_prompt'], val_in_b) if not b]):.3f}, "
-                  f"{result['seconds']:.0f} s", flush=True)
-    return summarize_rl_effect(runs, reference, val_in_b, flawed["name"])
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     started = time.monotonic()
@@ -420,9 +349,9 @@ def main(argv: list[str] | None = None) -> dict:
     policy_name = args.sft if args.sft.startswith("bundled:") or Path(args.sft).exists() else DEFAULT_MODEL
     print(f"[blind spot] π_SFT = {policy_name}" + ("" if policy_name == args.sft else f" ({args.sft} not found)"))
     in_b = blind_spot_modules(args.share, args.partition_seed)
-    train_pairs = jsonl(args.preference_data)[:args.pref_limit]
-    val = jsonl(args.preference_val_data)[:args.pref_val]
-    rl = jsonl(args.rl_data)[:args.rl_prompts]
+    train_pairs = data_rows(args.preference_data)[:args.pref_limit]
+    val = data_rows(args.preference_val_data)[:args.pref_val]
+    rl = data_rows(args.rl_data)[:args.rl_prompts]
     labels = [module_of(r["source"]) in in_b for r in rl]
     print(f"[blind spot] B: {len(in_b)} modules; D_rl {len(rl)} prompts, {sum(labels)} in B")
     backbone = rm_backbone(args, root)

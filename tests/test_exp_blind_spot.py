@@ -19,6 +19,7 @@ import exp_blind_spot  # noqa: E402
 from experiments.blind_spot import (auroc, blind_spot_modules, flip_pairs, module_of, precision_at,  # noqa: E402
                                     seam_variants)
 from experiments.blind_spot_scoring import load_rm  # noqa: E402
+from experiments.common import data_rows  # noqa: E402
 from experiments.blind_spot_sources import adversarial_detection  # noqa: E402
 from openai_server import MODEL, PROMPT_1, FakeOpenAI, judged  # noqa: E402
 from seam_lightning.seam.score import seam_score  # noqa: E402
@@ -156,7 +157,7 @@ def check_llm_sample_judge(argv: list[str], out: Path, result: dict) -> None:
     """--sample-judge llm: the policy samples are kept where the paper's Prompt 1 judge rates them below the
     golden answer; the PM side and the detections get cells of their own, the RMs and PPO runs are reused."""
     args = exp_blind_spot.parse_args(argv)
-    goldens = {r["response"].strip() for r in exp_blind_spot.jsonl(args.rl_data)[:args.rl_prompts]}
+    goldens = {r["response"].strip() for r in data_rows(args.rl_data)[:args.rl_prompts]}
 
     def rating(answer: str) -> int:  # the golden answers 5, a sample by its length: some below, some not
         return 5 if answer.strip() in goldens else len(answer) % 11
@@ -206,7 +207,7 @@ def check_optional_sources(argv: list[str], tiny: str, out: Path, result: dict, 
     assert cells_file.read_text() == text
     # The attack itself, on the flawed RM, with seeds it does not all misjudge (other prompts' golden answers).
     args = exp_blind_spot.parse_args(sourced_argv)
-    rl = exp_blind_spot.jsonl(args.rl_data)[:args.rl_prompts]
+    rl = data_rows(args.rl_data)[:args.rl_prompts]
     pm = {"prompts": [{"contrast": [o["response"] for o in rl if o is not r][:2]} for r in rl]}
     flawed = next(rm for rm in sourced["rms"] if rm["name"].startswith("flawed"))
     rm, tok = load_rm(args, flawed["path"])

@@ -27,6 +27,7 @@ from lightning.pytorch import Trainer, seed_everything  # noqa: E402
 from experiments.outputs import write_json  # noqa: E402
 from seam_lightning import (DataSource, LoRASettings, PPOModule, RewardModule, RLHFDataModule,  # noqa: E402
                             SamplingSettings, SFTModule)
+from seam_lightning.data.demo import resolve_demo_uri  # noqa: E402
 from seam_lightning.data.records import load_records  # noqa: E402
 from seam_lightning.eval.quality import preference_accuracy  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
@@ -313,6 +314,12 @@ def ensure_gold_rm(args: argparse.Namespace) -> dict[str, Any]:
     write_json(cache, info)
     print(f"[gold RM] {path}: held-out preference accuracy {info['accuracy']:.3f} on {args.pref_val} pairs", flush=True)
     return info
+
+
+def data_rows(path: str) -> list[dict]:
+    """The rows of a JSONL data file, or of a demo set (``demo://name``)."""
+    with open(path if "://" not in path else resolve_demo_uri(path), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def rl_records(args: argparse.Namespace):
