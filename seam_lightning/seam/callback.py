@@ -477,7 +477,6 @@ class SeamCallback(Callback):
                 "seam/augmented_prompts": float(len(set(new.sources)))}
 
 
-
 def _last_epoch(trainer: Trainer) -> bool:
     """True when no training epoch follows this one (a rescoring now would serve nothing)."""
     loop = trainer.fit_loop

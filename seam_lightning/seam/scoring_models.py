@@ -21,7 +21,7 @@ class ScoringModels:
     def __init__(self, likelihood_from: Literal["reference", "current"], reference_policy: str | None,
                  reward_model: str | None, perplexity_model: str | None, dtype: DType, attn_implementation: Attention):
         self.likelihood_from = likelihood_from
-        self.reference_policy = reference_policy
+        self.reference_policy_path = reference_policy
         self.reward_model_path = reward_model
         self.perplexity_model_path = perplexity_model
         self._settings = dict(dtype=dtype, attn_implementation=attn_implementation)
@@ -41,8 +41,8 @@ class ScoringModels:
             if model is None:
                 raise ValueError(f"SeamCallback(likelihood_from='current'): {type(pl_module).__name__} exposes no `policy`")
             yield model
-        elif self.reference_policy is not None:
-            yield self._load("policy", partial(load_policy, **self._settings), self.reference_policy, pl_module)
+        elif self.reference_policy_path is not None:
+            yield self._load("policy", partial(load_policy, **self._settings), self.reference_policy_path, pl_module)
         elif callable(getattr(pl_module, "reference", None)):
             with pl_module.reference() as model:
                 yield model
@@ -83,7 +83,7 @@ class ScoringModels:
         """The module's tokenizer, else that of the reference policy or RM path."""
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None:
-            name = self.reference_policy or self.reward_model_path
+            name = self.reference_policy_path or self.reward_model_path
             if name is None:
                 raise ValueError(f"SeamCallback: {type(pl_module).__name__} has no `tokenizer`; give reference_policy")
             tokenizer = self._load("tokenizer", load_tokenizer, name, None)
