@@ -6,12 +6,6 @@ from seam_lightning.models.fingerprint import frozen_fingerprint, model_fingerpr
 from seam_lightning.models.loading import load_policy, load_reward_model
 
 
-def test_the_scorer_progress_uses_the_same_model_fingerprint():
-    from seam_lightning.seam import progress
-
-    assert progress.model_fingerprint is model_fingerprint
-
-
 def test_frozen_fingerprint_ignores_training_and_sees_another_base(tiny_model_dir, tmp_path):
     from tiny import build_tiny_model_dir
 
