@@ -6,6 +6,20 @@ from seam_lightning.models.fingerprint import frozen_fingerprint, model_fingerpr
 from seam_lightning.models.loading import load_policy, load_reward_model
 
 
+def test_fingerprint_follows_trained_weights_and_ignores_nothing_else():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    model[0].requires_grad_(False)
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before  # deterministic
+    with torch.no_grad():
+        model[1].weight[0, 2] += 1e-3  # a trained weight moves a little
+    assert model_fingerprint(model) != before
+    other = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))  # another model, same shapes
+    other[0].requires_grad_(False)
+    assert model_fingerprint(other) != model_fingerprint(model)
+
+
 def test_frozen_fingerprint_ignores_training_and_sees_another_base(tiny_model_dir, tmp_path):
     from tiny import build_tiny_model_dir
 

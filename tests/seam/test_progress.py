@@ -1,10 +1,9 @@
-"""Scoring progress: model fingerprints, prompt keys, and the append-only store."""
+"""Scoring progress: prompt keys and the append-only store."""
 
 import logging
 
 import torch
 
-from seam_lightning.models.fingerprint import model_fingerprint
 from seam_lightning.seam.progress import ScoringProgress, prompt_key
 from seam_lightning.seam.scorer import SeamResult
 
@@ -16,20 +15,6 @@ def _result(i):
 
 def _key(i):
     return prompt_key(f"question {i}", f"answer {i}")
-
-
-def test_fingerprint_follows_trained_weights_and_ignores_nothing_else():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
-    model[0].requires_grad_(False)
-    before = model_fingerprint(model)
-    assert model_fingerprint(model) == before  # deterministic
-    with torch.no_grad():
-        model[1].weight[0, 2] += 1e-3  # a trained weight moves a little
-    assert model_fingerprint(model) != before
-    other = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))  # another model, same shapes
-    other[0].requires_grad_(False)
-    assert model_fingerprint(other) != model_fingerprint(model)
 
 
 def test_prompt_key_covers_instruction_and_golden_response():
