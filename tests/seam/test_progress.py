@@ -2,7 +2,6 @@
 
 import logging
 
-
 from seam_lightning.seam.progress import ScoringProgress, prompt_key
 from seam_lightning.seam.scorer import SeamResult
 
