@@ -476,7 +476,7 @@ class PPOModule(LightningModule):
         with capturing(frozen) as prefix:
             logprobs = self._logprobs(self.policy, seq, attn, tokens, start)
         with self.reference() as reference, replaying(frozen if reference is self.policy else None,
-                                                       prefix[0] if prefix else None):
+                                                      prefix[0] if prefix else None):
             ref_logprobs = self._logprobs(reference, seq, attn, tokens, start)
         return logprobs, ref_logprobs, prefix
 

@@ -46,7 +46,8 @@ from seam_lightning.models.fingerprint import model_fingerprint
 from seam_lightning.models.loading import Attention, DType
 from seam_lightning.models.mixed_precision import frozen_weights_in_trainer_dtype
 from seam_lightning.seam.augment import contrast_augmentations
-from seam_lightning.seam.distributed import all_gather_objects, check_same_on_every_rank, raise_together, rank_zero_first
+from seam_lightning.seam.distributed import (all_gather_objects, check_same_on_every_rank, raise_together,
+                                             rank_zero_first)
 from seam_lightning.seam.perplexity import golden_perplexities
 from seam_lightning.seam.progress import ScoringProgress, run_fingerprint
 from seam_lightning.seam.report import quantile_summary, selection_metrics
@@ -199,15 +200,9 @@ class SeamCallback(Callback):
         self.fraction = fraction
         self.selection = selection
         self.order = order
-        self.perplexity_model = perplexity_model
         self.num_candidates = num_candidates
         self.every_n_epochs = every_n_epochs
         self.at_fit_start = at_fit_start
-        self.likelihood_from = likelihood_from
-        self.reference_policy = reference_policy
-        self.reward_model = reward_model
-        self.dtype = dtype
-        self.attn_implementation = attn_implementation
         self.scores_path = scores_path
         self.token_budget = token_budget
         self.progress = progress
@@ -236,6 +231,14 @@ class SeamCallback(Callback):
         self.scored_fingerprint: str | None = None
         # This rank's share of the latest scoring: prompts whose saved score was reused / newly scored.
         self.last_scoring = {"reused": 0, "scored": 0}
+
+    # The models it scores with: their settings live in ScoringModels alone, read here.
+    likelihood_from = property(lambda self: self._models.likelihood_from)
+    reference_policy = property(lambda self: self._models.reference_policy_path)
+    reward_model = property(lambda self: self._models.reward_model_path)
+    perplexity_model = property(lambda self: self._models.perplexity_model_path)
+    dtype = property(lambda self: self._models.dtype)
+    attn_implementation = property(lambda self: self._models.attn_implementation)
 
     @property
     def pruned_ids(self) -> list[int]:
@@ -405,7 +408,8 @@ class SeamCallback(Callback):
         the shares are gathered, so every rank holds the same numbers and selects the same ids.
         """
         mine = records[trainer.global_rank::trainer.world_size]
-        with self._models.perplexity_model(pl_module) as (model, tokenizer), trainer.precision_plugin.forward_context(), \
+        with self._models.perplexity_model(pl_module) as (model, tokenizer), \
+                trainer.precision_plugin.forward_context(), \
                 frozen_weights_in_trainer_dtype(trainer, model, enabled=self.cast_frozen_weights_once):
             # Formatted and truncated exactly as the data module formats training data.
             formatter = PromptFormatter(tokenizer, **prompt_format(trainer.datamodule))

@@ -24,7 +24,8 @@ class ScoringModels:
         self.reference_policy_path = reference_policy
         self.reward_model_path = reward_model
         self.perplexity_model_path = perplexity_model
-        self._settings = dict(dtype=dtype, attn_implementation=attn_implementation)
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
         self._loaded: dict[str, Any] = {}
 
     @contextmanager
@@ -42,7 +43,7 @@ class ScoringModels:
                 raise ValueError(f"SeamCallback(likelihood_from='current'): {type(pl_module).__name__} exposes no `policy`")
             yield model
         elif self.reference_policy_path is not None:
-            yield self._load("policy", partial(load_policy, **self._settings), self.reference_policy_path, pl_module)
+            yield self._load("policy", self._with_settings(load_policy), self.reference_policy_path, pl_module)
         elif callable(getattr(pl_module, "reference", None)):
             with pl_module.reference() as model:
                 yield model
@@ -57,7 +58,7 @@ class ScoringModels:
         """The RM: the ``reward_model`` path if given, else the module's (PPO: its `reward()`, which may be the
         value model with its adapters switched off), else the model an RM stage trains."""
         if self.reward_model_path is not None:
-            yield self._load("reward", partial(load_reward_model, **self._settings), self.reward_model_path, pl_module)
+            yield self._load("reward", self._with_settings(load_reward_model), self.reward_model_path, pl_module)
         elif callable(getattr(pl_module, "reward", None)) and getattr(pl_module, "reward_fn", None) is None:
             with pl_module.reward() as model:
                 yield model
@@ -76,7 +77,7 @@ class ScoringModels:
             with self.policy(pl_module) as model:
                 yield model, self.tokenizer(pl_module)
             return
-        model = self._load("perplexity", partial(load_policy, **self._settings), self.perplexity_model_path, pl_module)
+        model = self._load("perplexity", self._with_settings(load_policy), self.perplexity_model_path, pl_module)
         yield model, self._load("perplexity_tokenizer", load_tokenizer, self.perplexity_model_path, None)
 
     def tokenizer(self, pl_module: LightningModule):
@@ -88,6 +89,10 @@ class ScoringModels:
                 raise ValueError(f"SeamCallback: {type(pl_module).__name__} has no `tokenizer`; give reference_policy")
             tokenizer = self._load("tokenizer", load_tokenizer, name, None)
         return tokenizer
+
+    def _with_settings(self, loader):
+        """A model loader with this callback's dtype and attention."""
+        return partial(loader, dtype=self.dtype, attn_implementation=self.attn_implementation)
 
     def _load(self, key: str, loader, name: str, pl_module: LightningModule | None):
         if key not in self._loaded:
