@@ -44,7 +44,8 @@ from seam_lightning.models.forward import response_logits  # noqa: E402
 from seam_lightning.models.frozen_blocks import decoder_blocks  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_tokenizer  # noqa: E402
 from seam_lightning.models.mixed_precision import frozen_linear_weights_in  # noqa: E402
-from seam_lightning.rl.generation import SamplingSettings, attention_implementation, sample_responses  # noqa: E402
+from seam_lightning.models.attention import attention_implementation  # noqa: E402
+from seam_lightning.rl.generation import SamplingSettings, sample_responses  # noqa: E402
 
 IMPLEMENTATIONS = ("sdpa", "eager", "seam_grouped")
 

@@ -13,10 +13,13 @@ from families import EOS_PROMPT
 
 from seam_lightning.data.collate import pad
 from seam_lightning.models.forward import response_logits
+from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 INSTRUCTIONS = ["What does `json.dumps` do?", EOS_PROMPT, "Return the sum of the values; the quick brown fox"]
 RESPONSES = ["Serialize obj to a JSON formatted str.", "Join two or more pathname components.", "Split"]
+# (prompt index, response index): several continuations per prompt, of different lengths, out of order.
+CONTINUATIONS = [(0, 0), (0, 2), (1, 1), (2, 2), (1, 0), (0, 1)]
 
 
 def chat_ids(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
@@ -84,3 +87,21 @@ def check_response_logits(policy, tokenizer, chats, reference=None):
         plain = plain_logits(reference or policy, prompt + response)
         n = len(response)
         torch.testing.assert_close(got[row, :n], plain[len(prompt) - 1 : len(prompt) - 1 + n], **TOL)
+
+
+def check_continuation_logprob_sums(policy, tokenizer, chats):
+    """Prompts run once (left-padded), continuations (right-padded) on their cache: sums as plain forwards."""
+    prompts, responses = chats
+    ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
+    states = encode_prompts(policy, ids, mask)
+    rows = torch.tensor([p for p, _ in CONTINUATIONS])
+    cont_ids, cont_mask = pad([responses[r] for _, r in CONTINUATIONS], tokenizer.pad_token_id, "right")
+    got = continuation_logprob_sums(policy, states, rows, cont_ids, cont_mask)
+
+    expected = []
+    for p, r in CONTINUATIONS:
+        prompt, cont = prompts[p], responses[r]
+        logprobs = plain_logits(policy, prompt + cont).log_softmax(-1)
+        predicting = logprobs[len(prompt) - 1 : len(prompt) - 1 + len(cont)]
+        expected.append(predicting.gather(-1, torch.tensor(cont)[:, None]).sum())
+    torch.testing.assert_close(got, torch.stack(expected), **TOL)

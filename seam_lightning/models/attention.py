@@ -10,10 +10,14 @@ additive mask and fp32 softmax.
 
 ``attn_implementation="seam_grouped"`` selects it, when loading a model or for decoding
 only (``PPOModule(generation_attn_implementation="seam_grouped")``): it is registered with
-transformers' attention and mask interfaces on first use.
+transformers' attention and mask interfaces on first use. SEAM scoring on a CPU uses it
+by default (:func:`scoring_attention`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -67,3 +71,41 @@ def register_attention(name: str | None) -> None:
         return
     AttentionInterface.register(GROUPED_ATTENTION, grouped_query_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(GROUPED_ATTENTION, eager_mask)  # always an additive mask
+
+
+@contextmanager
+def attention_implementation(model: nn.Module, name: str | None) -> Iterator[None]:
+    """Inside the block ``model`` (a transformers model, or a peft model around one) computes attention with ``name``.
+
+    Its own implementation is back on exit (also on an error). ``None``, or the implementation
+    the model already has, changes nothing.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if name is None or current is None or name == current:
+        yield
+        return
+    register_attention(name)
+    base.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(current)
+
+
+def scoring_attention(model: nn.Module) -> str | None:
+    """The attention a no-grad scoring pass of ``model`` runs fastest with, or None to keep the model's own.
+
+    On a CPU that is seam_grouped: its matmuls beat PyTorch's CPU flash-attention kernel
+    on the short queries over a shared prompt that SEAM scoring runs (bf16 SEAM scoring
+    ~10% faster on 2 AVX-512 cores, fp32 level; ``scripts/bench_seam.py``). A GPU keeps the
+    model's own (SDPA / flash-attention kernels are the fast path there), and so does a
+    model with attention sinks, which seam_grouped does not implement.
+    """
+    parameter = next(model.parameters(), None)
+    if parameter is None or parameter.device.type != "cpu":
+        return None
+    if any(getattr(module, "sinks", None) is not None for module in model.modules()):
+        return None
+    return GROUPED_ATTENTION

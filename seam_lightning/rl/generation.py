@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +9,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from seam_lightning.models.attention import register_attention
+from seam_lightning.models.attention import attention_implementation
 from seam_lightning.seeding import as_int64, counter_bits
 
 
@@ -131,28 +129,6 @@ class SeededSampling(LogitsProcessor):
         self.step += 1
         chosen = torch.full_like(scores, float("-inf"))
         return chosen.scatter_(-1, tokens.unsqueeze(-1), 0.0)
-
-
-@contextmanager
-def attention_implementation(model: nn.Module, name: str | None) -> Iterator[None]:
-    """Inside the block ``model`` (a transformers model, or a peft model around one) computes attention with ``name``.
-
-    Its own implementation is back on exit (also on an error). ``None``, or the implementation
-    the model already has, changes nothing; so does a model class transformers cannot switch
-    at run time (it logs a warning).
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if name is None or current is None or name == current:
-        yield
-        return
-    register_attention(name)
-    base.set_attn_implementation(name)
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(current)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
@@ -26,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from seam_lightning.data.collate import IGNORE_INDEX
 from seam_lightning.data.formatting import PromptFormatter
+from seam_lightning.models.attention import attention_implementation, scoring_attention
 from seam_lightning.models.batching import (
     default_token_budget,
     eval_mode,
@@ -86,6 +88,11 @@ class SeamScorer:
     ``prompts_per_chunk`` prompts are tokenized and scored together, so memory
     does not grow with the dataset. ``share_prompts=False`` forces full
     prompt∘response forwards (for comparison; the results are the same).
+    ``attn_implementation`` is the attention both models compute with while scoring
+    (their own before and after): ``"auto"`` picks by device (:func:`scoring_attention`:
+    seam_grouped on a CPU, the model's own on a GPU), ``None`` keeps the model's own,
+    or a name (``"sdpa"``, ``"eager"``, ``"seam_grouped"``). All give the same numbers
+    up to rounding.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class SeamScorer:
         share_prompts: bool = True,
         template: str | None = None,
         system_prompt: str | None = None,
+        attn_implementation: str | None = "auto",
     ):
         if token_budget is None:
             token_budget = default_token_budget(next(policy.parameters()).device)
@@ -122,6 +130,7 @@ class SeamScorer:
         self.prompts_per_chunk = prompts_per_chunk
         self.progress = progress
         self.share_prompts = share_prompts
+        self.attn_implementation = attn_implementation
 
     def score(self, examples: Iterable[SeamExample], total: int | None = None) -> Iterator[SeamResult]:
         """Stream results in input order.
@@ -144,7 +153,8 @@ class SeamScorer:
     def _score_chunk(self, chunk: list[SeamExample]) -> list[SeamResult]:
         pm = [_encode(self.policy_format, ex) for ex in chunk]
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
-        with torch.inference_mode(), eval_mode(self.policy, self.reward_model):
+        with torch.inference_mode(), eval_mode(self.policy, self.reward_model), \
+                self._attention(self.policy), self._attention(self.reward_model):
             logprobs = self._policy_logprob_sums(pm)
             rewards = self._rewards(rm)
         results = []
@@ -159,6 +169,10 @@ class SeamScorer:
                 candidate_lengths=lengths, candidates=list(ex.candidates),
             ))
         return results
+
+    def _attention(self, model: nn.Module) -> AbstractContextManager:
+        name = scoring_attention(model) if self.attn_implementation == "auto" else self.attn_implementation
+        return attention_implementation(model, name)
 
     def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index -> summed response-token log-prob under the PM."""

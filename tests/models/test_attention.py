@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import pytest
 import torch
-from plain_reference import check_response_logits, responses_of, seeded_loop
+from plain_reference import check_continuation_logprob_sums, check_response_logits, responses_of, seeded_loop
 from transformers import AttentionInterface
 
 from seam_lightning.data.collate import pad
-from seam_lightning.models.attention import GROUPED_ATTENTION, grouped_query_attention, register_attention
+from seam_lightning.models.attention import (
+    GROUPED_ATTENTION,
+    attention_implementation,
+    grouped_query_attention,
+    register_attention,
+    scoring_attention,
+)
 from seam_lightning.models.loading import load_policy
 from seam_lightning.rl.generation import SamplingSettings, sample_responses
 
@@ -70,3 +77,44 @@ def check_grouped_attention_decoding(policy, tokenizer, chats):
     assert policy.config._attn_implementation == own
     expected = [seeded_loop(policy, p, 6, eos, s, 1.0) for p, s in zip(prompts, seeds)]
     assert responses_of(out) == expected
+
+
+@torch.inference_mode()
+def test_shared_prompt_continuations_with_grouped_attention_equal_plain_forward(policy, tokenizer, chats):
+    check_grouped_attention_continuations(policy, tokenizer, chats)
+
+
+@torch.inference_mode()
+def test_windowed_shared_prompt_continuations_with_grouped_attention_equal_plain_forward(windowed):
+    check_grouped_attention_continuations(*windowed)
+
+
+def check_grouped_attention_continuations(policy, tokenizer, chats):
+    """What SEAM scoring runs on a CPU: prompts once, continuations of several tokens on their cache, both
+    with seam_grouped switched on at run time; the sums are plain forwards' of the usual model."""
+    own = policy.config._attn_implementation
+    assert scoring_attention(policy) == GROUPED_ATTENTION  # a CPU model without attention sinks
+    with counting_grouped_attention() as query_lengths, attention_implementation(policy, GROUPED_ATTENTION):
+        check_continuation_logprob_sums(policy, tokenizer, chats)
+    assert max(query_lengths) > 1, "no continuation attended with seam_grouped"
+    assert policy.config._attn_implementation == own
+
+
+def test_attention_comes_back_after_an_error(policy):
+    own = policy.config._attn_implementation
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_implementation(policy, "eager" if own != "eager" else "sdpa"):
+            assert policy.config._attn_implementation != own
+            raise RuntimeError("boom")
+    assert policy.config._attn_implementation == own
+    with attention_implementation(policy, None):
+        assert policy.config._attn_implementation == own
+
+
+def test_scoring_keeps_the_models_own_attention_off_the_cpu_and_with_sinks(policy):
+    with torch.device("meta"):
+        on_meta = type(policy)(policy.config)
+    assert scoring_attention(on_meta) is None
+    with_sinks = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with_sinks[0].sinks = torch.nn.Parameter(torch.zeros(2))  # as gpt-oss's attention carries them
+    assert scoring_attention(with_sinks) is None

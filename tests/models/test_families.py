@@ -23,6 +23,7 @@ from plain_reference import (
     INSTRUCTIONS,
     RESPONSES,
     TOL,
+    check_continuation_logprob_sums,
     check_response_logits,
     greedy_loop,
     plain_logits,
@@ -37,13 +38,8 @@ from seam_lightning import DataSource, LoRASettings, RewardModule, RLHFDataModul
 from seam_lightning.data.collate import IGNORE_INDEX, pad
 from seam_lightning.models.forward import response_token_logprobs, response_values, sequence_rewards
 from seam_lightning.models.loading import export_pretrained, load_reward_model
-from seam_lightning.models.prefix import continuation_logprob_sums, encode_prompts
 from seam_lightning.modules.ppo import PPOModule
 from seam_lightning.rl.generation import SamplingSettings, sample_responses
-
-# (prompt index, response index): several continuations per prompt, of different lengths, out of order.
-CONTINUATIONS = [(0, 0), (0, 2), (1, 1), (2, 2), (1, 0), (0, 1)]
-
 
 # --- fixtures: the family checkpoints are tests/models/conftest.py's; the reward models here ---
 
@@ -140,24 +136,6 @@ def check_response_token_logprobs(policy, tokenizer, chats):
 @torch.inference_mode()
 def test_continuation_logprob_sums_equal_plain_forward(policy, tokenizer, chats):
     check_continuation_logprob_sums(policy, tokenizer, chats)
-
-
-def check_continuation_logprob_sums(policy, tokenizer, chats):
-    """Prompts run once (left-padded), continuations (right-padded) on their cache: sums as plain forwards."""
-    prompts, responses = chats
-    ids, mask = pad(prompts, tokenizer.pad_token_id, "left")
-    states = encode_prompts(policy, ids, mask)
-    rows = torch.tensor([p for p, _ in CONTINUATIONS])
-    cont_ids, cont_mask = pad([responses[r] for _, r in CONTINUATIONS], tokenizer.pad_token_id, "right")
-    got = continuation_logprob_sums(policy, states, rows, cont_ids, cont_mask)
-
-    expected = []
-    for p, r in CONTINUATIONS:
-        prompt, cont = prompts[p], responses[r]
-        logprobs = plain_logits(policy, prompt + cont).log_softmax(-1)
-        predicting = logprobs[len(prompt) - 1 : len(prompt) - 1 + len(cont)]
-        expected.append(predicting.gather(-1, torch.tensor(cont)[:, None]).sum())
-    torch.testing.assert_close(got, torch.stack(expected), **TOL)
 
 
 # --- 3. and 4. rewards and values ----------------------------------------------------------

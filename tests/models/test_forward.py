@@ -62,6 +62,8 @@ def test_response_logprobs_match_full_forward_and_ignore_padding(policy):
 # --- response logits, log-probs and values (PPO) ------------------------------------------
 
 from seam_lightning.models.forward import (  # noqa: E402
+    head_logprobs,
+    hidden_states,
     logprobs_of,
     position_ids_from_mask,
     response_logits,
@@ -106,6 +108,19 @@ def test_logprobs_of_is_log_softmax_gather():
             expected[b, t] = logits[b, t, tokens[b, t]] - torch.logsumexp(logits[b, t], -1)
     torch.testing.assert_close(logprobs_of(logits, tokens), expected, atol=1e-6, rtol=1e-6)
     assert (logprobs_of(logits, tokens) <= 0).all()
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("rows_per_chunk, rows_per_softmax", [(512, None), (10, 3), (4, 16)])
+def test_head_logprobs_in_chunks_are_the_plain_forwards_log_softmax(policy, rows_per_chunk, rows_per_softmax):
+    ids, mask, _, _ = _rollout(PROMPTS, RESPONSES)
+    full = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    rows, cols = mask[:, 1:].nonzero(as_tuple=True)
+    expected = full[rows, cols].log_softmax(-1).gather(-1, ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1)
+    hidden = hidden_states(policy, ids, mask)[rows, cols]
+    got = head_logprobs(policy, hidden, ids[rows, cols + 1], rows_per_chunk, rows_per_softmax)
+    assert got.shape == (len(rows),) and len(rows) > 10
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @torch.inference_mode()

@@ -8,7 +8,6 @@ from seam_lightning.rl.generation import (
     Responses,
     SamplingSettings,
     SeededSampling,
-    attention_implementation,
     counter_uniform,
     inverse_cdf,
     sample_responses,
@@ -355,14 +354,3 @@ def test_decoding_attention_is_switched_for_generation_only(tiny_model_dir, lora
     expected = eager.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
                               eos_token_id=EOS, pad_token_id=PAD)
     assert torch.equal(got.sequences, expected)
-
-
-def test_attention_comes_back_after_an_error(policy):
-    assert policy.config._attn_implementation == "sdpa"
-    with pytest.raises(RuntimeError, match="boom"):
-        with attention_implementation(policy, "eager"):
-            assert policy.config._attn_implementation == "eager"
-            raise RuntimeError("boom")
-    assert policy.config._attn_implementation == "sdpa"
-    with attention_implementation(policy, None):
-        assert policy.config._attn_implementation == "sdpa"

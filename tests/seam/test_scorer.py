@@ -127,6 +127,23 @@ def test_sharing_prompts_equals_full_forwards(reference, policy, reward_model, t
     assert_results_close(score_all(full), reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("attn_implementation, during", [("auto", "seam_grouped"), (None, "sdpa"), ("eager", "eager")])
+def test_attention_while_scoring(reference, policy, reward_model, tokenizer, attn_implementation, during):
+    """On a CPU "auto" scores with seam_grouped; every choice gives the same numbers, and each model's own
+    attention is back afterwards."""
+    seen = []
+    hooks = [model.get_submodule("model.layers.0.self_attn").register_forward_pre_hook(
+        lambda module, args: seen.append(module.config._attn_implementation)) for model in (policy, reward_model)]
+    try:
+        scorer = SeamScorer(policy, reward_model, tokenizer, attn_implementation=attn_implementation, progress=False)
+        assert_results_close(score_all(scorer), reference)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen and set(seen) == {during}
+    assert policy.config._attn_implementation == reward_model.config._attn_implementation == "sdpa"
+
+
 def test_independent_of_padding_side(reference, policy, reward_model, tiny_model_dir):
     left = load_tokenizer(str(tiny_model_dir))
     left.padding_side = "left"
