@@ -118,3 +118,32 @@ def test_scoring_keeps_the_models_own_attention_off_the_cpu_and_with_sinks(polic
     with_sinks = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with_sinks[0].sinks = torch.nn.Parameter(torch.zeros(2))  # as gpt-oss's attention carries them
     assert scoring_attention(with_sinks) is None
+
+
+@pytest.mark.parametrize("dtype, mask_dtype, softcap", [(torch.float32, torch.float32, None),
+                                                        (torch.float32, torch.float32, 5.0),
+                                                        (torch.bfloat16, torch.bfloat16, None),
+                                                        (torch.bfloat16, torch.float32, None)])
+def test_grouped_query_attention_is_attention_with_repeated_key_value_heads(dtype, mask_dtype, softcap):
+    """Against attention written out with every key/value head repeated for its query heads (repeat_kv),
+    fp32 scores: with and without soft-capping, and with a mask of another dtype (bf16 autocast)."""
+    torch.manual_seed(0)
+    batch, heads, kv_heads, q_len, length, head_dim = 2, 6, 2, 3, 7, 8
+    query = torch.randn(batch, heads, q_len, head_dim).to(dtype)
+    key, value = (torch.randn(batch, kv_heads, length, head_dim).to(dtype) for _ in range(2))
+    blocked = torch.rand(batch, 1, q_len, length) < 0.3
+    blocked[..., 0] = False  # every query sees a key
+    mask = torch.zeros(batch, 1, q_len, length).masked_fill(blocked, torch.finfo(mask_dtype).min).to(mask_dtype)
+    module = torch.nn.Module()
+    output, weights = grouped_query_attention(module, query, key, value, mask, scaling=0.3, softcap=softcap)
+
+    repeated_key, repeated_value = (t.float().repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+    scores = query.float() @ repeated_key.transpose(2, 3) * 0.3
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    expected_weights = scores.masked_fill(blocked, float("-inf")).softmax(-1)
+    expected = (expected_weights @ repeated_value).transpose(1, 2)
+    tolerance = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    assert output.shape == (batch, q_len, heads, head_dim) and output.dtype == dtype
+    torch.testing.assert_close(output.float(), expected, **tolerance)
+    torch.testing.assert_close(weights.float(), expected_weights, **tolerance)
