@@ -50,9 +50,12 @@ def grouped_query_attention(module: nn.Module, query: Tensor, key: Tensor, value
     # [B · KV, groups · q, D]: the query heads of a group stacked against their one key/value head.
     grouped = query.reshape(batch * kv_heads, groups * q_len, head_dim)
     keys = key.reshape(batch * kv_heads, length, head_dim).transpose(1, 2)
-    if attention_mask is not None and softcap is None and attention_mask.dtype == query.dtype:
+    autocast = torch.is_autocast_enabled(query.device.type)
+    if attention_mask is not None and softcap is None and attention_mask.dtype == query.dtype and not autocast:
         # One kernel for the scores, their scaling and the mask: a third of the time of three
-        # passes over [B, H, q, T] at SEAM scoring's shapes on a CPU.
+        # passes over [B, H, q, T] at SEAM scoring's shapes on a CPU. Not under autocast: it
+        # would round an fp32 mask's minimum to bf16's -inf, and a fully masked (padding) row
+        # would turn NaN.
         scores = torch.baddbmm(_grouped_mask(attention_mask, batch, kv_heads, groups, q_len, length), grouped,
                                keys, alpha=scaling)
     else:

@@ -147,3 +147,21 @@ def test_grouped_query_attention_is_attention_with_repeated_key_value_heads(dtyp
     assert output.shape == (batch, q_len, heads, head_dim) and output.dtype == dtype
     torch.testing.assert_close(output.float(), expected, **tolerance)
     torch.testing.assert_close(weights.float(), expected_weights, **tolerance)
+
+
+def test_grouped_query_attention_under_autocast_keeps_fully_masked_rows_finite():
+    """Under bf16 autocast with fp32 inputs and an fp32 mask (how a bf16-mixed run calls it), a padding
+    query that sees no key gets finite weights (eager's uniform ones), and the others are attention's."""
+    torch.manual_seed(0)
+    query, key, value = torch.randn(1, 4, 3, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    blocked = torch.zeros(1, 1, 3, 5, dtype=torch.bool)
+    blocked[0, 0, 0] = True  # a left-padding query row
+    blocked[0, 0, 1:, :2] = True  # the padding keys
+    mask = torch.zeros(1, 1, 3, 5).masked_fill(blocked, torch.finfo(torch.float32).min)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, weights = grouped_query_attention(torch.nn.Module(), query, key, value, mask, scaling=0.3)
+    assert torch.isfinite(output).all() and torch.isfinite(weights).all()
+    repeated_key, repeated_value = (t.repeat_interleave(2, dim=1) for t in (key, value))
+    expected = ((query @ repeated_key.transpose(2, 3) * 0.3).masked_fill(blocked, float("-inf")).softmax(-1)
+                @ repeated_value).transpose(1, 2)
+    torch.testing.assert_close(output[:, 1:].float(), expected[:, 1:], atol=3e-2, rtol=3e-2)

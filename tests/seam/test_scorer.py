@@ -144,6 +144,17 @@ def test_attention_while_scoring(reference, policy, reward_model, tokenizer, att
     assert policy.config._attn_implementation == reward_model.config._attn_implementation == "sdpa"
 
 
+def test_scoring_under_bf16_autocast_is_fp32_scoring_to_bf16_precision(reference, policy, reward_model, tokenizer):
+    """How SeamCallback scores in a bf16-mixed run: left-padded prompts of different lengths (padding rows
+    that see no key) stay finite, and every number is the fp32 one to bf16's precision."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = score_all(SeamScorer(policy, reward_model, tokenizer, progress=False))
+    for i, want in reference.items():
+        assert got[i].golden_reward == pytest.approx(want.golden_reward, abs=0.05)
+        assert got[i].candidate_rewards == pytest.approx(want.candidate_rewards, abs=0.05)
+        assert got[i].candidate_logprob_sums == pytest.approx(want.candidate_logprob_sums, rel=0.02, abs=0.05)
+
+
 def test_independent_of_padding_side(reference, policy, reward_model, tiny_model_dir):
     left = load_tokenizer(str(tiny_model_dir))
     left.padding_side = "left"
