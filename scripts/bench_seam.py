@@ -3,6 +3,7 @@
     python scripts/bench_seam.py                    # default model, 4 prompts x 30 candidates
     python scripts/bench_seam.py --quick            # tiny random model built from a config
     python scripts/bench_seam.py --prompts 8 --candidates 30 --sweep
+    python scripts/bench_seam.py --repeats 3        # methods take turns for 3 rounds; medians
 
 For P demo RL prompts with N candidates each (golden responses of other demo
 SFT examples), every method computes the PM's summed log-prob of each candidate
@@ -12,7 +13,8 @@ and the RM's reward of each candidate and of the golden response, then SEAM:
     with the full-vocabulary log-softmax (what the official SEAM code does);
 (b) padded: fixed-size batches sorted by length, full-vocabulary log-softmax;
 (c) ours: `SeamScorer` (each prompt's KV cache computed once and shared by its
-    candidates, token-budget batches, output head on response tokens only), fp32;
+    candidates, token-budget batches, output head on response tokens only, and on a CPU
+    seam_grouped attention while scoring), fp32;
     and all three again with bf16 weights where the CPU computes bf16 natively
     (`seam-lightning score --dtype bfloat16`), so each ratio compares like precision
     with like; and ours with fp32 weights under bf16 autocast ("ours-autocast": how
@@ -164,6 +166,11 @@ def timed(fn):
     return result, time.perf_counter() - start, peak[0]
 
 
+def median_round(runs: list[tuple]) -> tuple:
+    """(result, seconds, peak bytes) of the median-time run (the upper one of an even count)."""
+    return sorted(runs, key=lambda run: run[1])[len(runs) // 2]
+
+
 def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -201,6 +208,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16, help="fixed batch size of the padded baseline")
     parser.add_argument("--token-budget", type=int, default=None, help="tokens per pass (default: by device)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every method, taking turns; medians")
     parser.add_argument("--sweep", action="store_true", help="also time ours for N in 1, 8, 30 and longer prompts")
     parser.add_argument("--quick", action="store_true", help="tiny random model (seconds)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "seam_grouped"], help="the models' attention")
@@ -214,27 +222,34 @@ def main() -> None:
     examples = demo_examples(args.prompts, args.candidates)
     n_cands = args.prompts * args.candidates
     print(f"device: cpu, {torch.get_num_threads()} threads; PM {params[0] / 1e6:.1f} M and RM {params[1] / 1e6:.1f} M "
-          f"parameters; {args.prompts} prompts x {args.candidates} candidates")
+          f"parameters; {args.prompts} prompts x {args.candidates} candidates; median of {args.repeats} round(s)")
 
     use_bf16 = bf16_supported()
     flops = matmul_rates(use_bf16)
     print("peak matmul (best of 1 s of runs): " + "; ".join(
         f"{str(dtype).removeprefix('torch.')} {rate / 1e9:.1f} GFLOP/s" for dtype, rate in flops.items()))
 
-    results = {}
+    methods = {
+        "naive": lambda: baseline_seam(policy, reward_model, formatter, examples, None),
+        "padded": lambda: baseline_seam(policy, reward_model, formatter, examples, args.batch_size),
+        "ours": lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget),
+    }
+    if use_bf16:  # every method again with bf16 weights, so each ratio compares like precision with like
+        pm16, rm16 = copy.deepcopy(policy).to(torch.bfloat16), copy.deepcopy(reward_model).to(torch.bfloat16)
+        methods["naive-bf16"] = lambda: baseline_seam(pm16, rm16, formatter, examples, None)
+        methods["padded-bf16"] = lambda: baseline_seam(pm16, rm16, formatter, examples, args.batch_size)
+        methods["ours-bf16"] = lambda: ours(pm16, rm16, tokenizer, examples, args.token_budget)
+        # fp32 weights under bf16 autocast: how SeamCallback scores inside a bf16-mixed run
+        methods["ours-autocast"] = lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget, True)
+    # The methods take turns for --repeats rounds and each row is the median round: this machine's
+    # speed drifts by ±20% over minutes, and turns spread the drift over all methods alike.
+    rounds: dict[str, list] = {name: [] for name in methods}
     with torch.inference_mode():
         ours(policy, reward_model, tokenizer, examples[:1], args.token_budget)  # warm-up
-        results["naive"] = timed(lambda: baseline_seam(policy, reward_model, formatter, examples, None))
-        results["padded"] = timed(lambda: baseline_seam(policy, reward_model, formatter, examples, args.batch_size))
-        results["ours"] = timed(lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget))
-        if use_bf16:  # every method again with bf16 weights, so each ratio compares like precision with like
-            pm16, rm16 = copy.deepcopy(policy).to(torch.bfloat16), copy.deepcopy(reward_model).to(torch.bfloat16)
-            results["naive-bf16"] = timed(lambda: baseline_seam(pm16, rm16, formatter, examples, None))
-            results["padded-bf16"] = timed(lambda: baseline_seam(pm16, rm16, formatter, examples, args.batch_size))
-            results["ours-bf16"] = timed(lambda: ours(pm16, rm16, tokenizer, examples, args.token_budget))
-            # fp32 weights under bf16 autocast: how SeamCallback scores inside a bf16-mixed run
-            results["ours-autocast"] = timed(
-                lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget, True))
+        for _ in range(args.repeats):
+            for name, method in methods.items():
+                rounds[name].append(timed(method))
+    results = {name: median_round(runs) for name, runs in rounds.items()}
 
     run_tokens = tokens_run_by_ours(formatter, examples)
     mean_params = sum(params) / 2
