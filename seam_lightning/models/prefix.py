@@ -92,13 +92,14 @@ def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Ten
     """Summed log-prob [R] of each continuation's real tokens given its prompt.
 
     The first token is predicted by the prompt's last state, token t > 0 by the
-    continuation's state t − 1; the output head runs on those positions only.
+    continuation's state t − 1; the output head runs on those positions only. The last
+    column predicts nothing, so the body runs without it.
     """
-    hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
     first = head_logprobs(model, prompts.last_hidden.index_select(0, rows), input_ids[:, 0])
     sums = first * attention_mask[:, 0]
     r, t = attention_mask[:, 1:].nonzero(as_tuple=True)
     if len(r):
+        hidden = continuation_hidden(model, prompts, rows, input_ids[:, :-1], attention_mask[:, :-1])
         sums = sums.index_add(0, r, head_logprobs(model, hidden[r, t], input_ids[r, t + 1]))
     return sums
 
@@ -113,10 +114,14 @@ def continuation_rewards(model: nn.Module, prompts: PromptStates, rows: Tensor, 
     """
     if (attention_mask.sum(-1) == 0).any():
         raise ValueError("continuation_rewards: every continuation needs at least one token")
-    hidden = continuation_hidden(model, prompts, rows, input_ids, attention_mask)
     pad_token_id = unwrap(model).config.pad_token_id
-    index = reward_token_index(input_ids, attention_mask, pad_token_id)
-    readable = readable_tokens(input_ids, attention_mask, pad_token_id)
-    states = torch.where(readable.any(-1, keepdim=True), hidden[torch.arange(len(rows), device=hidden.device), index],
-                         prompts.last_hidden.index_select(0, rows))
+    readable = readable_tokens(input_ids, attention_mask, pad_token_id).any(-1)
+    states = prompts.last_hidden.index_select(0, rows)
+    if readable.any():
+        index = reward_token_index(input_ids, attention_mask, pad_token_id)
+        # The columns after the last one read (a final EOS when pad == EOS) cannot change it: the body skips them.
+        width = int(index[readable].max()) + 1
+        hidden = continuation_hidden(model, prompts, rows, input_ids[:, :width], attention_mask[:, :width])
+        read = hidden[torch.arange(len(rows), device=hidden.device), index.clamp(max=width - 1)]
+        states = torch.where(readable.unsqueeze(-1), read, states)
     return score_head(model)(states).squeeze(-1).float()

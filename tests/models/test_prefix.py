@@ -52,3 +52,35 @@ def test_only_decoder_backbones_share_prompts(tiny_model_dir):
     encoder = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                        num_attention_heads=2, intermediate_size=32, num_labels=1))
     assert not supports_prefix_sharing(encoder)
+
+
+@torch.no_grad()
+def test_rewards_with_pad_eos_endings_equal_plain_sequence_classification(tiny_model_dir):
+    """Continuations ending in pad == EOS (the reward is read before it, so the body skips that column), and
+    one that is a lone EOS (read at the prompt's last token), against the model's own forward."""
+    torch.manual_seed(0)
+    reward_model = load_reward_model(str(tiny_model_dir)).eval()
+    eos = reward_model.config.pad_token_id
+    assert eos is not None
+    continuations = [(0, [20, 21, eos]), (1, [24, 25, 26, eos]), (0, [eos]), (1, [29, 30])]
+    ids, mask = pad(PROMPTS, 0, "left")
+    rows = torch.tensor([p for p, _ in continuations])
+    cont_ids, cont_mask = pad([c for _, c in continuations], eos, "right")
+    got = continuation_rewards(reward_model, encode_prompts(reward_model, ids, mask), rows, cont_ids, cont_mask)
+    expected = torch.stack([reward_model(input_ids=torch.tensor([PROMPTS[p] + c])).logits[0, 0]
+                            for p, c in continuations])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_logprob_sums_of_one_token_continuations_equal_full_forwards(tiny_model_dir):
+    """Single-token continuations are predicted by the prompts' last states alone."""
+    policy = load_policy(str(tiny_model_dir)).eval()
+    ids, mask = pad(PROMPTS, 0, "left")
+    continuations = [(0, [20]), (1, [21]), (0, [22])]
+    rows = torch.tensor([p for p, _ in continuations])
+    cont_ids, cont_mask = pad([c for _, c in continuations], 0, "right")
+    got = continuation_logprob_sums(policy, encode_prompts(policy, ids, mask), rows, cont_ids, cont_mask)
+    for row, (p, cont) in enumerate(continuations):
+        logits = policy(input_ids=torch.tensor([PROMPTS[p]])).logits[0, -1]
+        torch.testing.assert_close(got[row], logits.log_softmax(-1)[cont[0]], atol=1e-5, rtol=1e-5)
