@@ -110,7 +110,7 @@ class SeamCallback(Callback):
             ``.parquet`` or ``.jsonl``. ``{epoch}`` in the name becomes the epoch that trains on
             this selection (0 for the scoring at fit start).
         token_budget: tokens per scoring forward pass (rows × padded length); None picks one
-            for the device (2048 on a CPU, 16384 on a GPU).
+            for the device (512 on a CPU, 16384 on a GPU).
         progress: show a progress bar while scoring.
         augmentations_per_prompt: contrast examples per selected prompt (paper: 5).
         augment_source: where augmentations come from (default: ``source``, which must then
