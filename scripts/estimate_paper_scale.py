@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-batch", type=int, default=32, help="prompts decoded at once per GPU for Q_PM")
     parser.add_argument("--ppo-fraction", type=float, default=0.24,
                         help="fraction of its floor our PPO step reaches (bench_ppo.py, bf16-mixed, default model)")
-    parser.add_argument("--scoring-fraction", type=float, default=0.38,
+    parser.add_argument("--scoring-fraction", type=float, default=0.46,
                         help="fraction of the matmul rate SEAM scoring reaches (bench_seam.py flop_fraction)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
