@@ -164,8 +164,10 @@ def bf16_supported() -> bool:
     return cpu_has_native_bf16()  # emulated bf16 is ~100x slower than fp32: not worth timing
 
 
-def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast: bool = False, chunk: int = 64):
-    scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, prompts_per_chunk=chunk, progress=False)
+def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast: bool = False, chunk: int = 64,
+         attention: str | None = "auto"):
+    scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, prompts_per_chunk=chunk, progress=False,
+                        attn_implementation=attention)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
     # As SeamCallback scores under autocast: the frozen weights held in bf16 while it runs.
     with context, frozen_linear_weights_in(torch.bfloat16 if autocast else None, policy, reward_model):
@@ -269,6 +271,20 @@ def main() -> None:
                 _, seconds, peak = timed(lambda: ours(policy, reward_model, tokenizer, subset, args.token_budget,
                                                       chunk=args.prompts))
                 print(f"  {prompts:>4} prompts: {seconds:>6.2f} s, peak {peak / 2**20:.0f} MB")
+
+        # The scorer's CPU defaults (512-token passes, seam_grouped attention) against the alternatives.
+        pm, rm, label = (pm16, rm16, "bf16 weights") if use_bf16 else (policy, reward_model, "fp32")
+        settings = [(budget, "auto") for budget in (256, 512, 1024, 2048)] + [(512, None), (2048, None)]
+        turns: dict[tuple, list[float]] = {setting: [] for setting in settings}
+        with torch.inference_mode():
+            for _ in range(args.repeats):
+                for budget, attention in settings:
+                    turns[budget, attention].append(timed(lambda: ours(pm, rm, tokenizer, examples, budget,
+                                                                       attention=attention))[1])
+        print(f"\nours ({label}) vs token budget and attention while scoring (median of {args.repeats}):")
+        for (budget, attention), seconds in turns.items():
+            name = "auto (seam_grouped on a CPU)" if attention == "auto" else "the models' own"
+            print(f"  {budget:>5} tokens per pass, {name:<28}: {sorted(seconds)[len(seconds) // 2]:>6.2f} s")
 
     # Ratios of like precision: ours in bf16 against the baselines in bf16 (fp32 where bf16 is not native),
     # and against the naive fp32 path, the one the official code runs.

@@ -15,8 +15,8 @@ prompt∘candidate in full. Both give the same numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
 
