@@ -75,9 +75,9 @@ def run_sequences(model: nn.Module, fn: Callable[..., Tensor], sequences: list[l
 def default_token_budget(device: torch.device) -> int:
     """Tokens per forward pass: large batches feed a GPU; a CPU is fastest with batches that stay in cache.
 
-    Measured with ``scripts/bench_seam.py`` (default 135M model, 4 prompts x 30 candidates,
-    2 AVX-512 cores): 512 tokens per pass score in 5.4 s in bf16 and 15.7 s in fp32, 2048 in
-    6.7 s and 19.4 s; 256 is no faster than 512.
+    Measured with ``python scripts/bench_seam.py --sweep --repeats 3`` (default 135M model,
+    bf16 weights, 4 prompts x 30 candidates, 2 AVX-512 cores; medians): 512 tokens per pass
+    score in 4.96 s, 256 in 5.75 s, 1024 in 5.69 s, 2048 in 6.92 s.
     """
     return 16384 if device.type == "cuda" else 512
 
