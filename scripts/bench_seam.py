@@ -37,6 +37,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -153,9 +154,17 @@ def timed(fn):
     return result, time.perf_counter() - start, meter.peak()
 
 
-def median_round(runs: list[tuple]) -> tuple:
-    """(result, seconds, peak bytes) of the median-time run (the upper one of an even count)."""
-    return sorted(runs, key=lambda run: run[1])[len(runs) // 2]
+def take_turns(methods: dict, repeats: int) -> dict:
+    """Per method, (result, seconds, peak bytes) of its median-time run (the upper one of an even count).
+
+    The methods take turns for ``repeats`` rounds: this machine's speed drifts by ±20% over
+    minutes, and turns spread the drift over all methods alike.
+    """
+    rounds: dict = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            rounds[name].append(timed(method))
+    return {name: sorted(runs, key=lambda run: run[1])[len(runs) // 2] for name, runs in rounds.items()}
 
 
 def bf16_supported() -> bool:
@@ -230,15 +239,9 @@ def main() -> None:
         methods["ours-bf16"] = lambda: ours(pm16, rm16, tokenizer, examples, args.token_budget)
         # fp32 weights under bf16 autocast: how SeamCallback scores inside a bf16-mixed run
         methods["ours-autocast"] = lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget, True)
-    # The methods take turns for --repeats rounds and each row is the median round: this machine's
-    # speed drifts by ±20% over minutes, and turns spread the drift over all methods alike.
-    rounds: dict[str, list] = {name: [] for name in methods}
     with torch.inference_mode():
         ours(policy, reward_model, tokenizer, examples[:1], args.token_budget)  # warm-up
-        for _ in range(args.repeats):
-            for name, method in methods.items():
-                rounds[name].append(timed(method))
-    results = {name: median_round(runs) for name, runs in rounds.items()}
+        results = take_turns(methods, args.repeats)
 
     run_tokens = tokens_run_by_ours(formatter, examples)
     mean_params = sum(params) / 2
@@ -275,16 +278,14 @@ def main() -> None:
         # The scorer's CPU defaults (512-token passes, seam_grouped attention) against the alternatives.
         pm, rm, label = (pm16, rm16, "bf16 weights") if use_bf16 else (policy, reward_model, "fp32")
         settings = [(budget, "auto") for budget in (256, 512, 1024, 2048)] + [(512, None), (2048, None)]
-        turns: dict[tuple, list[float]] = {setting: [] for setting in settings}
         with torch.inference_mode():
-            for _ in range(args.repeats):
-                for budget, attention in settings:
-                    turns[budget, attention].append(timed(lambda: ours(pm, rm, tokenizer, examples, budget,
-                                                                       attention=attention))[1])
+            medians = take_turns({(budget, attention): partial(ours, pm, rm, tokenizer, examples, budget,
+                                                               attention=attention)
+                                  for budget, attention in settings}, args.repeats)
         print(f"\nours ({label}) vs token budget and attention while scoring (median of {args.repeats}):")
-        for (budget, attention), seconds in turns.items():
+        for (budget, attention), (_, seconds, _) in medians.items():
             name = "auto (seam_grouped on a CPU)" if attention == "auto" else "the models' own"
-            print(f"  {budget:>5} tokens per pass, {name:<28}: {sorted(seconds)[len(seconds) // 2]:>6.2f} s")
+            print(f"  {budget:>5} tokens per pass, {name:<28}: {seconds:>6.2f} s")
 
     # Ratios of like precision: ours in bf16 against the baselines in bf16 (fp32 where bf16 is not native),
     # and against the naive fp32 path, the one the official code runs.
