@@ -20,9 +20,10 @@ and the RM's reward of each candidate and of the golden response, then SEAM:
     with like; and ours with fp32 weights under bf16 autocast ("ours-autocast": how
     SeamCallback scores inside a bf16-mixed training run, frozen weights cast once).
 
-Prints candidates/s, speed-ups, achieved model FLOP/s (2 · parameters · tokens
-actually run / s, for both models) against the FLOP/s of a large matmul measured
-in the same run, peak memory, the largest SEAM difference between methods, and
+Prints candidates/s, speed-ups, achieved FLOP/s (the work each method runs, counted as
+``experiments/flops.py`` counts it for ``bench_ppo.py``: 2 per weight per token, causal
+attention, the PM head where it runs, the input embedding a lookup) against the FLOP/s
+of a large matmul measured in the same run, peak memory, the largest SEAM difference between methods, and
 how ours scales with N and with prompt length. The last line is
 `speedup_vs_naive=X speedup_vs_padded=Y speedup_vs_naive_fp32=W flop_fraction=Z`: ours in
 bf16 (fp32 without native bf16) against the baselines in the same precision, against naive fp32,
@@ -44,6 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from experiments.flops import Shape, forward_flops, shape_of, shared_prompt_flops  # noqa: E402
 from experiments.machine import matmul_rates  # noqa: E402
 from experiments.memory_meter import PeakRSS  # noqa: E402
 from experiments.tiny_model import tiny_model_dir  # noqa: E402
@@ -81,7 +83,8 @@ def _full_logits_logprob_sums(policy, ids, mask, prompt_lengths):
 
 
 def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, batch_size: int | None):
-    """SEAM per example with batch-1 forwards (batch_size=None) or fixed-size length-sorted right-padded batches."""
+    """SEAM per example with batch-1 forwards (batch_size=None) or fixed-size length-sorted right-padded batches,
+    and the passes run: (model, rows, padded width)."""
     pad_id = formatter.tokenizer.pad_token_id
     pm_rows, rm_rows = [], []
     for e, ex in enumerate(examples):
@@ -91,7 +94,7 @@ def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, ba
             seq = prompt + formatter.response_ids(cand).ids
             pm_rows.append((e, c, seq, len(prompt)))
             rm_rows.append((e, c, seq, len(prompt)))
-    logprob, reward, tokens = {}, {}, 0
+    logprob, reward, passes = {}, {}, []
     for rows, kind in ((pm_rows, "pm"), (rm_rows, "rm")):
         if batch_size is not None:
             rows = sorted(rows, key=lambda r: -len(r[2]))
@@ -99,7 +102,7 @@ def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, ba
         for start in range(0, len(rows), size):
             part = rows[start:start + size]
             ids, mask = pad([r[2] for r in part], pad_id, "right")
-            tokens += ids.numel()
+            passes.append((kind, *ids.shape))
             if kind == "pm":
                 values = _full_logits_logprob_sums(policy, ids, mask, [r[3] for r in part])
                 logprob.update({(r[0], r[1]): v for r, v in zip(part, values.tolist())})
@@ -114,17 +117,43 @@ def baseline_seam(policy, reward_model, formatter: PromptFormatter, examples, ba
             torch.tensor([lengths], dtype=torch.float64),
             torch.tensor([[reward[e, c] for c in range(n)]], dtype=torch.float64),
             torch.tensor([reward[e, -1]], dtype=torch.float64))[0]))
-    return seams, tokens
+    return seams, passes
 
 
-def tokens_run_by_ours(formatter: PromptFormatter, examples) -> int:
-    """Tokens our scorer runs (unpadded): each prompt once per model, each continuation once per model."""
-    total = 0
+def readable_length(ids: list[int], pad_id: int | None) -> int:
+    """Tokens up to the one an RM reads its reward at: the last that is not a pad id (0: none, the prompt's last)."""
+    n = len(ids)
+    while n and ids[n - 1] == pad_id:
+        n -= 1
+    return n
+
+
+def work_of_ours(pm: Shape, rm: Shape, formatter: PromptFormatter, examples) -> tuple[int, float]:
+    """Tokens and FLOPs our scorer needs, counted as ``experiments/flops.py`` counts them for ``bench_ppo.py``.
+
+    PM: each prompt once, then each candidate but its last token (a state that predicts
+    nothing), the LM head on every candidate token. RM: each prompt once, then the golden
+    response and each candidate up to the token its reward is read at, the score head once
+    per response. Padding and skipped work are not counted: this is the work, not the time.
+    """
+    pad_id = formatter.tokenizer.pad_token_id
+    tokens, flops = 0, 0.0
     for ex in examples:
         prompt = len(formatter.prompt_ids(ex.instruction).ids)
-        cands = sum(len(formatter.response_ids(c).ids) for c in ex.candidates)
-        total += 2 * prompt + cands + (cands + len(formatter.response_ids(ex.response).ids))
-    return total
+        candidates = [formatter.response_ids(c).ids for c in ex.candidates]
+        responses = [formatter.response_ids(ex.response).ids, *candidates]
+        pm_run = [len(c) - 1 for c in candidates]
+        rm_run = [readable_length(r, pad_id) for r in responses]
+        tokens += 2 * prompt + sum(pm_run) + sum(rm_run)
+        flops += (shared_prompt_flops(pm, prompt, pm_run, head_positions=sum(map(len, candidates)))
+                  + shared_prompt_flops(rm, prompt, rm_run, head_positions=len(responses)))
+    return tokens, flops
+
+
+def work_of_baseline(pm: Shape, rm: Shape, passes: list[tuple[str, int, int]]) -> float:
+    """FLOPs the baselines run, padding included: full sequences, the PM's head on every position."""
+    return sum(forward_flops(pm if kind == "pm" else rm, [width] * rows, head_positions=rows * width)
+               for kind, rows, width in passes)
 
 
 def logical_tokens(formatter: PromptFormatter, examples) -> int:
@@ -135,9 +164,6 @@ def logical_tokens(formatter: PromptFormatter, examples) -> int:
         cands = [len(formatter.response_ids(c).ids) for c in ex.candidates]
         total += sum(2 * (prompt + c) for c in cands) + prompt + len(formatter.response_ids(ex.response).ids)
     return total
-
-
-# -- measurement helpers -----------------------------------------------------------------------
 
 
 def timed(fn):
@@ -243,18 +269,20 @@ def main() -> None:
         ours(policy, reward_model, tokenizer, examples[:1], args.token_budget)  # warm-up
         results = take_turns(methods, args.repeats)
 
-    run_tokens = tokens_run_by_ours(formatter, examples)
-    mean_params = sum(params) / 2
+    pm_shape, rm_shape = shape_of(policy, "lm_head"), shape_of(reward_model, "score")
+    run_tokens, run_flops = work_of_ours(pm_shape, rm_shape, formatter, examples)
     reference = results["naive"][0][0]
     print(f"\n{'method':<10} {'cand/s':>8} {'seconds':>8} {'GFLOP/s':>8} {'peak MB':>8} {'max |dSEAM|':>12}")
     for name, (value, seconds, peak) in results.items():
         seams = value[0] if isinstance(value, tuple) else value
-        tokens = value[1] if isinstance(value, tuple) else run_tokens
-        achieved = 2 * mean_params * tokens / seconds
+        work = work_of_baseline(pm_shape, rm_shape, value[1]) if isinstance(value, tuple) else run_flops
+        achieved = work / seconds
         diff = max(abs(a - b) for a, b in zip(seams, reference))
         print(f"{name:<10} {n_cands / seconds:>8.2f} {seconds:>8.2f} {achieved / 1e9:>8.1f} {peak / 2**20:>8.0f} {diff:>12.2e}")
-    print(f"(GFLOP/s counts tokens run incl. padding for the baselines; ours shares prompts, so it runs "
-          f"{run_tokens} tokens where full sequences are {logical_tokens(formatter, examples)})")
+    print(f"(GFLOP/s: the FLOPs each method runs, per experiments/flops.py, over its seconds; the baselines' "
+          f"include padding and the PM head on every position. Ours shares prompts and runs the PM head on "
+          f"response tokens only: {run_tokens} tokens and {run_flops / 1e12:.2f} TFLOP, where full sequences "
+          f"are {logical_tokens(formatter, examples)} tokens)")
 
     if args.sweep:
         print("\nours (fp32) vs N and prompt length:")
@@ -291,7 +319,7 @@ def main() -> None:
     # and against the naive fp32 path, the one the official code runs.
     suffix = "-bf16" if use_bf16 else ""
     ours_seconds = results["ours" + suffix][1]
-    best_flops = 2 * mean_params * run_tokens / ours_seconds
+    best_flops = run_flops / ours_seconds
     print(f"\nspeedup_vs_naive={results['naive' + suffix][1] / ours_seconds:.2f} "
           f"speedup_vs_padded={results['padded' + suffix][1] / ours_seconds:.2f} "
           f"speedup_vs_naive_fp32={results['naive'][1] / ours_seconds:.2f} "

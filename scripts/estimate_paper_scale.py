@@ -9,8 +9,8 @@ For each experiment the script reads ``configs/paper.yaml`` with the experiment'
 does alone (nothing reused from another driver's run): SFT and RM trainings (one epoch of their
 k examples / m pairs), PPO runs (steps × prompts: generation, the four rollout forwards, the
 update's epochs of policy and value passes), greedy answers and judge calls for Q_PM, RM forwards
-for Q_RM, SEAM scoring (PM and RM forwards of every candidate and the golden answer) and the
-perplexity baseline.
+for Q_RM, SEAM scoring (each prompt once per model, then PM forwards of every candidate and RM
+forwards of every candidate and the golden answer) and the perplexity baseline.
 
 How the hours come out:
 
@@ -44,7 +44,8 @@ from pathlib import Path
 import yaml
 from transformers import LlamaConfig
 
-from experiments.flops import Shape, backward_flops, forward_flops, generation_floor, shape_from_config
+from experiments.flops import (Shape, backward_flops, forward_flops, generation_floor, shape_from_config,
+                               shared_prompt_flops)
 
 CONFIGS = Path(__file__).resolve().parent / "experiments" / "configs"
 EXPERIMENTS = ("saturation", "sanity", "data_selection", "overlap", "scaling")
@@ -155,11 +156,13 @@ class Costs:
         return self.score(self.scorer, 2 * pairs, 1)
 
     def seam(self, prompts: int, candidates: int) -> Work:
-        """SEAM of ``prompts`` prompts: PM log-likelihood and RM reward of every candidate and the golden answer."""
-        sequences = prompts * (candidates + 1)
-        work = self.score(self.policy, sequences, self.response)
-        work.add(self.score(self.scorer, sequences, 1))
-        return work
+        """SEAM of ``prompts`` prompts as ``SeamScorer`` runs it: each prompt once per model, then the PM's
+        log-likelihood of every candidate (its last token predicts nothing) and the RM's reward of every
+        candidate and the golden answer."""
+        response = self.response
+        pm = shared_prompt_flops(self.policy, self.prompt, [response - 1] * candidates, candidates * response)
+        rm = shared_prompt_flops(self.scorer, self.prompt, [response] * (candidates + 1), candidates + 1)
+        return Work(scoring_flops=prompts * (pm + rm))
 
 
 def ladder_trainings(costs: Costs, s: dict, pm_ranks=None, rm_ranks=None) -> Work:

@@ -14,7 +14,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from estimate_paper_scale import GPUS, Costs, experiment_work, main, settings  # noqa: E402
-from experiments.flops import Shape, forward_flops, shape_from_config  # noqa: E402
+from experiments.flops import Shape, forward_flops, shape_from_config, shared_prompt_flops  # noqa: E402
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen3"])
@@ -47,8 +47,20 @@ def test_forward_flops_by_hand():
     assert forward_flops(shape, [3, 2], head_positions=4, from_block=1) == 2 * 110 * 5 + 2 * 50 * 4 + 4 * 4 * 9
 
 
+def test_shared_prompt_flops_by_hand():
+    shape = Shape(frozen_per_block=[100, 100], lora_per_block=[0, 10], head=50, attention_width=4, kv_width=4,
+                  weight_bytes=0)
+    # a prompt of 3 tokens run once, continuations of 2 and 1 tokens after it: 6 tokens through the weights;
+    # token i of the sequence attends to i tokens (4·width·i per block): prompt 1+2+3, then 4+5 and 4
+    expected = 2 * 210 * 6 + 2 * 50 * 3 + 2 * 4 * 4 * (1 + 2 + 3 + 4 + 5 + 4)
+    assert shared_prompt_flops(shape, 3, [2, 1], head_positions=3) == expected
+    # no continuations: the prompt's forward alone
+    assert shared_prompt_flops(shape, 3, [], head_positions=0) == forward_flops(shape, [3], head_positions=0)
+
+
 def test_overlap_scoring_flops_match_a_hand_count_on_llama2_7b():
-    """Three (PM, RM) pairs × 6,400 prompts × 31 sequences of 512 tokens, PM and RM forwards."""
+    """Three (PM, RM) pairs × 6,400 prompts × 30 candidates: each 256-token prompt once per model, then
+    256-token responses (the PM without their last token; the RM also on the golden answer)."""
     s = settings("overlap")
     config = LlamaConfig()  # its defaults are LLaMa2-7B's
     _, rate, bandwidth = GPUS["h100"]
@@ -57,10 +69,13 @@ def test_overlap_scoring_flops_match_a_hand_count_on_llama2_7b():
     work, _ = experiment_work("overlap", s, costs)
     h, inner, blocks = 4096, 11008, 32
     block = 4 * h * h + 3 * h * inner + 16 * (8 * h + 3 * (h + inner))  # q k v o, gate up down, LoRA r 16
-    attention = blocks * 4 * h * 512 * 513 / 2
-    pm = 2 * blocks * block * 512 + 2 * 32000 * h * 256 + attention  # head on the 256 response positions
-    rm = 2 * blocks * block * 512 + 2 * h + attention
-    assert work.scoring_flops == pytest.approx(3 * 6400 * 31 * (pm + rm), rel=1e-9)
+    prompt = 2 * blocks * block * 256 + blocks * 4 * h * 256 * 257 / 2
+    # a response token at sequence position i attends to i tokens: positions 257..511 (PM), 257..512 (RM)
+    pm_response = 2 * blocks * block * 255 + blocks * 4 * h * (511 * 512 - 256 * 257) / 2
+    rm_response = 2 * blocks * block * 256 + blocks * 4 * h * (512 * 513 - 256 * 257) / 2
+    pm = prompt + 30 * pm_response + 2 * 32000 * h * 30 * 256  # head on every response token
+    rm = prompt + 31 * rm_response + 31 * 2 * h  # score head once per response
+    assert work.scoring_flops == pytest.approx(3 * 6400 * (pm + rm), rel=1e-9)
     assert work.train_flops == 0 and work.decode_s == 0
 
 

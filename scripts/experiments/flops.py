@@ -1,10 +1,11 @@
 """How much work a transformer pass is: FLOPs of forward and backward passes, bytes read per decoded token.
 
-Shared by ``bench_ppo.py`` (floors on this machine) and ``estimate_paper_scale.py`` (GPU-hours of the
-paper's experiments). Counting rules:
+Shared by ``bench_ppo.py`` (floors on this machine), ``bench_seam.py`` (the fraction of the matmul
+rate SEAM scoring reaches) and ``estimate_paper_scale.py`` (GPU-hours of the paper's experiments). Counting rules:
 
 - a linear layer costs 2 FLOPs per weight per token; the LM head only where its output is used;
 - causal attention costs 4 · heads · head_dim · context per token and block;
+- a prompt shared by several continuations (SEAM scoring) runs once;
 - a backward pass costs 2 per frozen weight per token (gradients of activations) in the blocks
   from the lowest adapted one up, 4 per LoRA weight per token (activations and the weight
   gradient); blocks below the lowest adapter run no backward. This is the "6 × parameters ×
@@ -84,6 +85,19 @@ def forward_flops(shape: Shape, lengths: list[int], head_positions: int, from_bl
     run = range(from_block, len(shape.frozen_per_block))
     weights = sum(shape.frozen_per_block[i] + shape.lora_per_block[i] for i in run)
     return 2 * weights * tokens + 2 * shape.head * head_positions + attention_flops(shape, lengths, len(run))
+
+
+def shared_prompt_flops(shape: Shape, prompt: int, continuations: list[int], head_positions: int) -> float:
+    """A prompt run once and each continuation run after it, reading the prompt's key/value cache
+    (how SEAM scoring runs: ``seam_lightning.models.prefix``), with the head on ``head_positions`` positions.
+
+    The weights see prompt + Σ continuations tokens; a continuation's token at position i attends
+    to its i predecessors, the prompt's included, as in the full sequence. So it is the prompt's
+    forward plus, per continuation, a full forward of prompt∘continuation less the prompt's.
+    """
+    alone = forward_flops(shape, [prompt], head_positions=0)
+    return (alone + sum(forward_flops(shape, [prompt + n], head_positions=0) - alone for n in continuations)
+            + 2 * shape.head * head_positions)
 
 
 def backward_flops(shape: Shape, lengths: list[int], head_positions: int) -> float:

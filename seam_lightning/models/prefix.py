@@ -93,15 +93,17 @@ def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Ten
 
     The first token is predicted by the prompt's last state, token t > 0 by the
     continuation's state t − 1; the output head runs on those positions only. The last
-    column predicts nothing, so the body runs without it.
+    column predicts nothing, so the body runs without it. Both kinds of state go through the
+    head together: each head call reads all of its weights (V·H, the largest matrix).
     """
-    first = head_logprobs(model, prompts.last_hidden.index_select(0, rows), input_ids[:, 0])
-    sums = first * attention_mask[:, 0]
+    states, targets = prompts.last_hidden.index_select(0, rows), input_ids[:, 0]
     r, t = attention_mask[:, 1:].nonzero(as_tuple=True)
     if len(r):
         hidden = continuation_hidden(model, prompts, rows, input_ids[:, :-1], attention_mask[:, :-1])
-        sums = sums.index_add(0, r, head_logprobs(model, hidden[r, t], input_ids[r, t + 1]))
-    return sums
+        states, targets = torch.cat([states, hidden[r, t]]), torch.cat([targets, input_ids[r, t + 1]])
+    logprobs = head_logprobs(model, states, targets)
+    sums = logprobs[:len(rows)] * attention_mask[:, 0]
+    return sums.index_add(0, r, logprobs[len(rows):])
 
 
 def continuation_rewards(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
