@@ -54,6 +54,7 @@ from seam_lightning.data.formatting import PromptFormatter  # noqa: E402
 from seam_lightning.data.records import DataSource, load_records  # noqa: E402
 from seam_lightning.hardware import cpu_has_native_bf16  # noqa: E402
 from seam_lightning.models.forward import position_ids_from_mask, sequence_rewards  # noqa: E402
+from seam_lightning.models.frozen_blocks import shared_frozen_blocks  # noqa: E402
 from seam_lightning.models.loading import DEFAULT_MODEL, load_policy, load_reward_model, load_tokenizer  # noqa: E402
 from seam_lightning.models.mixed_precision import frozen_linear_weights_in  # noqa: E402
 from seam_lightning.seam.score import seam_score  # noqa: E402
@@ -128,25 +129,31 @@ def readable_length(ids: list[int], pad_id: int | None) -> int:
     return n
 
 
-def work_of_ours(pm: Shape, rm: Shape, formatter: PromptFormatter, examples) -> tuple[int, float]:
+def work_of_ours(pm: Shape, rm: Shape, formatter: PromptFormatter, examples, shared_blocks: int = 0
+                 ) -> tuple[int, float]:
     """Tokens and FLOPs our scorer needs, counted as ``experiments/flops.py`` counts them for ``bench_ppo.py``.
 
     PM: each prompt once, then each candidate but its last token (a state that predicts
     nothing), the LM head on every candidate token. RM: each prompt once, then the golden
     response and each candidate up to the token its reward is read at, the score head once
-    per response. Padding and skipped work are not counted: this is the work, not the time.
+    per response. With ``shared_blocks`` bottom blocks the two compute alike, those run once
+    for both, on the tokens either needs. Padding and skipped work are not counted: this is
+    the work, not the time.
     """
     pad_id = formatter.tokenizer.pad_token_id
     tokens, flops = 0, 0.0
     for ex in examples:
         prompt = len(formatter.prompt_ids(ex.instruction).ids)
         candidates = [formatter.response_ids(c).ids for c in ex.candidates]
-        responses = [formatter.response_ids(ex.response).ids, *candidates]
+        golden = formatter.response_ids(ex.response).ids
         pm_run = [len(c) - 1 for c in candidates]
-        rm_run = [readable_length(r, pad_id) for r in responses]
+        rm_run = [readable_length(r, pad_id) for r in (golden, *candidates)]
         tokens += 2 * prompt + sum(pm_run) + sum(rm_run)
-        flops += (shared_prompt_flops(pm, prompt, pm_run, head_positions=sum(map(len, candidates)))
-                  + shared_prompt_flops(rm, prompt, rm_run, head_positions=len(responses)))
+        flops += (shared_prompt_flops(pm, prompt, pm_run, sum(map(len, candidates)), from_block=shared_blocks)
+                  + shared_prompt_flops(rm, prompt, rm_run, len(rm_run), from_block=shared_blocks))
+        if shared_blocks:
+            either = [rm_run[0]] + [max(p, r) for p, r in zip(pm_run, rm_run[1:])]
+            flops += shared_prompt_flops(pm, prompt, either, 0, to_block=shared_blocks)
     return tokens, flops
 
 
@@ -200,9 +207,9 @@ def bf16_supported() -> bool:
 
 
 def ours(policy, reward_model, tokenizer, examples, budget: int | None, autocast: bool = False, chunk: int = 64,
-         attention: str | None = "auto"):
+         attention: str | None = "auto", share_blocks: bool = True):
     scorer = SeamScorer(policy, reward_model, tokenizer, token_budget=budget, prompts_per_chunk=chunk, progress=False,
-                        attn_implementation=attention)
+                        attn_implementation=attention, share_frozen_blocks=share_blocks)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
     # As SeamCallback scores under autocast: the frozen weights held in bf16 while it runs.
     with context, frozen_linear_weights_in(torch.bfloat16 if autocast else None, policy, reward_model):
@@ -265,24 +272,40 @@ def main() -> None:
         methods["ours-bf16"] = lambda: ours(pm16, rm16, tokenizer, examples, args.token_budget)
         # fp32 weights under bf16 autocast: how SeamCallback scores inside a bf16-mixed run
         methods["ours-autocast"] = lambda: ours(policy, reward_model, tokenizer, examples, args.token_budget, True)
+    suffix = "-bf16" if use_bf16 else ""
+    with torch.inference_mode():
+        shared = shared_frozen_blocks(policy, reward_model)
+    shared_blocks = shared[0].index if shared else 0
+    print(f"PM and RM share their bottom {shared_blocks} of {len(shared[0].blocks)} blocks (the same weights): ours "
+          f"runs them once for both" if shared else "PM and RM share no blocks: ours runs each in full")
+    if shared:  # the same without that, for models of different bases
+        pm, rm = (pm16, rm16) if use_bf16 else (policy, reward_model)
+        methods[f"ours{suffix}-unshared"] = lambda: ours(pm, rm, tokenizer, examples, args.token_budget,
+                                                          share_blocks=False)
     with torch.inference_mode():
         ours(policy, reward_model, tokenizer, examples[:1], args.token_budget)  # warm-up
         results = take_turns(methods, args.repeats)
 
     pm_shape, rm_shape = shape_of(policy, "lm_head"), shape_of(reward_model, "score")
-    run_tokens, run_flops = work_of_ours(pm_shape, rm_shape, formatter, examples)
+    run_tokens, run_flops = work_of_ours(pm_shape, rm_shape, formatter, examples, shared_blocks)
+    unshared_flops = work_of_ours(pm_shape, rm_shape, formatter, examples)[1]
     reference = results["naive"][0][0]
-    print(f"\n{'method':<10} {'cand/s':>8} {'seconds':>8} {'GFLOP/s':>8} {'peak MB':>8} {'max |dSEAM|':>12}")
+    width = max(map(len, results))
+    print(f"\n{'method':<{width}} {'cand/s':>8} {'seconds':>8} {'GFLOP/s':>8} {'peak MB':>8} {'max |dSEAM|':>12}")
     for name, (value, seconds, peak) in results.items():
         seams = value[0] if isinstance(value, tuple) else value
-        work = work_of_baseline(pm_shape, rm_shape, value[1]) if isinstance(value, tuple) else run_flops
+        if isinstance(value, tuple):
+            work = work_of_baseline(pm_shape, rm_shape, value[1])
+        else:
+            work = unshared_flops if name.endswith("-unshared") else run_flops
         achieved = work / seconds
         diff = max(abs(a - b) for a, b in zip(seams, reference))
-        print(f"{name:<10} {n_cands / seconds:>8.2f} {seconds:>8.2f} {achieved / 1e9:>8.1f} {peak / 2**20:>8.0f} {diff:>12.2e}")
+        print(f"{name:<{width}} {n_cands / seconds:>8.2f} {seconds:>8.2f} {achieved / 1e9:>8.1f} {peak / 2**20:>8.0f} {diff:>12.2e}")
     print(f"(GFLOP/s: the FLOPs each method runs, per experiments/flops.py, over its seconds; the baselines' "
-          f"include padding and the PM head on every position. Ours shares prompts and runs the PM head on "
-          f"response tokens only: {run_tokens} tokens and {run_flops / 1e12:.2f} TFLOP, where full sequences "
-          f"are {logical_tokens(formatter, examples)} tokens)")
+          f"include padding and the PM head on every position. Ours shares prompts, runs the PM head on "
+          f"response tokens only{' and the shared blocks once' if shared else ''}: {run_tokens} tokens over both models "
+          f"and {run_flops / 1e12:.3f} TFLOP ({unshared_flops / 1e12:.3f} without shared blocks), where full "
+          f"sequences are {logical_tokens(formatter, examples)} tokens)")
 
     if args.sweep:
         print("\nours (fp32) vs N and prompt length:")
@@ -317,13 +340,17 @@ def main() -> None:
 
     # Ratios of like precision: ours in bf16 against the baselines in bf16 (fp32 where bf16 is not native),
     # and against the naive fp32 path, the one the official code runs.
-    suffix = "-bf16" if use_bf16 else ""
+    rate = flops[torch.bfloat16 if use_bf16 else torch.float32]
+    if shared:
+        seconds = results[f"ours{suffix}-unshared"][1]
+        print(f"\nwithout shared blocks: speedup_vs_naive_fp32={results['naive'][1] / seconds:.2f} "
+              f"flop_fraction={unshared_flops / seconds / rate:.2f}")
     ours_seconds = results["ours" + suffix][1]
     best_flops = run_flops / ours_seconds
     print(f"\nspeedup_vs_naive={results['naive' + suffix][1] / ours_seconds:.2f} "
           f"speedup_vs_padded={results['padded' + suffix][1] / ours_seconds:.2f} "
           f"speedup_vs_naive_fp32={results['naive'][1] / ours_seconds:.2f} "
-          f"flop_fraction={best_flops / flops[torch.bfloat16 if use_bf16 else torch.float32]:.2f}")
+          f"flop_fraction={best_flops / rate:.2f}")
 
 
 if __name__ == "__main__":

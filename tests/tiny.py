@@ -56,3 +56,18 @@ def build_tiny_model_dir(path: Path, chat_template: bool = True, seed: int = 0, 
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def with_live_adapters(model, seed: int = 0):
+    """LoRA B starts at 0 (adapters on = off); random B makes the adapted blocks really differ."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    return model
+
+
+def first_layer_of(block: torch.nn.Module) -> torch.nn.Module:
+    """The block's first submodule with weights of its own (a norm or projection): it runs whenever the block does."""
+    return next(m for m in block.modules() if m is not block and next(m.parameters(recurse=False), None) is not None)

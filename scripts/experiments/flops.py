@@ -79,25 +79,31 @@ def attention_flops(shape: Shape, lengths: list[int], blocks: int) -> float:
     return sum(4 * shape.attention_width * n * (n + 1) / 2 for n in lengths) * blocks
 
 
-def forward_flops(shape: Shape, lengths: list[int], head_positions: int, from_block: int = 0) -> float:
-    """A forward pass through blocks ``from_block``.. and the head on ``head_positions`` positions."""
+def forward_flops(shape: Shape, lengths: list[int], head_positions: int, from_block: int = 0,
+                  to_block: int | None = None) -> float:
+    """A forward pass through blocks ``from_block`` .. ``to_block`` − 1 (default: to the top) and the head on
+    ``head_positions`` positions."""
     tokens = sum(lengths)
-    run = range(from_block, len(shape.frozen_per_block))
+    run = range(from_block, len(shape.frozen_per_block) if to_block is None else to_block)
     weights = sum(shape.frozen_per_block[i] + shape.lora_per_block[i] for i in run)
     return 2 * weights * tokens + 2 * shape.head * head_positions + attention_flops(shape, lengths, len(run))
 
 
-def shared_prompt_flops(shape: Shape, prompt: int, continuations: list[int], head_positions: int) -> float:
+def shared_prompt_flops(shape: Shape, prompt: int, continuations: list[int], head_positions: int,
+                        from_block: int = 0, to_block: int | None = None) -> float:
     """A prompt run once and each continuation run after it, reading the prompt's key/value cache
     (how SEAM scoring runs: ``seam_lightning.models.prefix``), with the head on ``head_positions`` positions.
 
     The weights see prompt + Σ continuations tokens; a continuation's token at position i attends
     to its i predecessors, the prompt's included, as in the full sequence. So it is the prompt's
     forward plus, per continuation, a full forward of prompt∘continuation less the prompt's.
+    Blocks as in :func:`forward_flops`.
     """
-    alone = forward_flops(shape, [prompt], head_positions=0)
-    return (alone + sum(forward_flops(shape, [prompt + n], head_positions=0) - alone for n in continuations)
-            + 2 * shape.head * head_positions)
+    def forward(tokens: int) -> float:
+        return forward_flops(shape, [tokens], 0, from_block, to_block)
+
+    alone = forward(prompt)
+    return alone + sum(forward(prompt + n) - alone for n in continuations) + 2 * shape.head * head_positions
 
 
 def backward_flops(shape: Shape, lengths: list[int], head_positions: int) -> float:

@@ -18,6 +18,7 @@ from transformers import DynamicCache
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from seam_lightning.models.forward import head_logprobs, position_ids_from_mask, readable_tokens, reward_token_index, score_head, transformer_body, unwrap
+from seam_lightning.models.frozen_blocks import FrozenBlocks
 
 
 def supports_prefix_sharing(model: nn.Module) -> bool:
@@ -62,29 +63,65 @@ def concat_prompt_states(parts: list[PromptStates]) -> PromptStates:
                         torch.cat([part.last_hidden for part in parts]))
 
 
-def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> PromptStates:
-    """Run left-padded prompts once and keep their key/value cache."""
+def _prompt_forward(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, cache: DynamicCache):
     # A cache of our own keeps every layer's keys whole: the one a model builds for itself
     # keeps only the last window of a sliding-window layer, which continuations past the
     # window would then miss. The masks still apply the window.
-    out = transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids_from_mask(attention_mask),
-                                  past_key_values=DynamicCache(), use_cache=True)
-    cache = out.past_key_values
-    layers = [(layer.keys, layer.values) for layer in cache.layers]
+    return transformer_body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                   position_ids=position_ids_from_mask(attention_mask), past_key_values=cache,
+                                   use_cache=True)
+
+
+def encode_prompts(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> PromptStates:
+    """Run left-padded prompts once and keep their key/value cache."""
+    out = _prompt_forward(model, input_ids, attention_mask, DynamicCache())
+    layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     return PromptStates(layers, attention_mask, out.last_hidden_state[:, -1])
+
+
+def encode_prompts_sharing(models: list[tuple[nn.Module, FrozenBlocks]], input_ids: Tensor,
+                           attention_mask: Tensor) -> list[PromptStates]:
+    """:func:`encode_prompts` for each model, the blocks below ``index`` that they compute alike run once.
+
+    ``models``: (model, its FrozenBlocks) from :func:`~seam_lightning.models.frozen_blocks.shared_frozen_blocks`.
+    The first model's blocks below run; each model's blocks above start from their output.
+    The lower layers' keys and values are the same for all, and held once.
+    """
+    first, frozen = models[0]
+    cache = DynamicCache()
+    hidden = frozen.below(lambda: _prompt_forward(first, input_ids, attention_mask, cache))
+    below = [(layer.keys, layer.values) for layer in cache.layers[:frozen.index]]
+    states = []
+    for model, blocks in models:
+        with blocks.replay(hidden):
+            own = encode_prompts(model, input_ids, attention_mask)
+        states.append(PromptStates(below + own.layers[blocks.index:], attention_mask, own.last_hidden))
+    return states
+
+
+def _continuation_forward(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
+                          attention_mask: Tensor, layers: int | None = None):
+    cache = DynamicCache(ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows))
+                                         for k, v in prompts.layers[:layers]])
+    full_mask = torch.cat([prompts.mask.index_select(0, rows), attention_mask], dim=1)
+    # Positions continue after each prompt's own real tokens, exactly as in a full forward.
+    positions = position_ids_from_mask(full_mask)[:, -input_ids.shape[1]:]
+    return transformer_body(model)(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
+                                   past_key_values=cache, use_cache=True)
 
 
 def continuation_hidden(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,
                         attention_mask: Tensor) -> Tensor:
     """Hidden states [R, T, H] of right-padded continuations; row r continues prompt ``rows[r]``."""
-    cache = DynamicCache(ddp_cache_data=[(k.index_select(0, rows), v.index_select(0, rows)) for k, v in prompts.layers])
-    full_mask = torch.cat([prompts.mask.index_select(0, rows), attention_mask], dim=1)
-    # Positions continue after each prompt's own real tokens, exactly as in a full forward.
-    positions = position_ids_from_mask(full_mask)[:, -input_ids.shape[1]:]
-    out = transformer_body(model)(input_ids=input_ids, attention_mask=full_mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True)
-    return out.last_hidden_state
+    return _continuation_forward(model, prompts, rows, input_ids, attention_mask).last_hidden_state
+
+
+def continuation_below(model: nn.Module, frozen: FrozenBlocks, prompts: PromptStates, rows: Tensor,
+                       input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Block ``frozen.index``'s input [R, T, H] for right-padded continuations (as :func:`continuation_hidden`
+    reads them): only the blocks below it run, each with its own layer of the prompts' cache."""
+    return frozen.below(lambda: _continuation_forward(model, prompts, rows, input_ids, attention_mask,
+                                                      layers=frozen.index))
 
 
 def continuation_logprob_sums(model: nn.Module, prompts: PromptStates, rows: Tensor, input_ids: Tensor,

@@ -29,14 +29,18 @@ from seam_lightning.data.collate import IGNORE_INDEX
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models.attention import attention_implementation, scoring_attention
 from seam_lightning.models.batching import (
+    SharingModel,
     default_token_budget,
     eval_mode,
     pad_id_of,
     run_continuations,
+    run_continuations_sharing,
     run_prompts,
+    run_prompts_sharing,
     run_sequences,
 )
 from seam_lightning.models.forward import response_logprob_sums, sequence_rewards
+from seam_lightning.models.frozen_blocks import FrozenBlocks, shared_frozen_blocks
 from seam_lightning.models.prefix import continuation_logprob_sums, continuation_rewards, supports_prefix_sharing
 from seam_lightning.seam.score import seam_score
 
@@ -88,6 +92,10 @@ class SeamScorer:
     ``prompts_per_chunk`` prompts are tokenized and scored together, so memory
     does not grow with the dataset. ``share_prompts=False`` forces full
     prompt∘response forwards (for comparison; the results are the same).
+    When PM and RM share their bottom blocks (the same frozen weights below their
+    adapters, e.g. both LoRA-tuned on the top blocks of one base, or merged exports of
+    such; checked on the weights and bitwise on a forward), those blocks run once for
+    both; ``share_frozen_blocks=False`` runs each model in full (same numbers up to rounding).
     ``attn_implementation`` is the attention both models compute with while scoring
     (their own before and after): ``"auto"`` picks by device (:func:`scoring_attention`:
     seam_grouped on a CPU, the model's own on a GPU), ``None`` keeps the model's own,
@@ -107,6 +115,7 @@ class SeamScorer:
         prompts_per_chunk: int = 64,
         progress: bool = True,
         share_prompts: bool = True,
+        share_frozen_blocks: bool = True,
         template: str | None = None,
         system_prompt: str | None = None,
         attn_implementation: str | None = "auto",
@@ -130,6 +139,7 @@ class SeamScorer:
         self.prompts_per_chunk = prompts_per_chunk
         self.progress = progress
         self.share_prompts = share_prompts
+        self.share_frozen_blocks = share_frozen_blocks
         self.attn_implementation = attn_implementation
 
     def score(self, examples: Iterable[SeamExample], total: int | None = None) -> Iterator[SeamResult]:
@@ -155,8 +165,11 @@ class SeamScorer:
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
         with torch.inference_mode(), eval_mode(self.policy, self.reward_model), \
                 self._attention(self.policy), self._attention(self.reward_model):
-            logprobs = self._policy_logprob_sums(pm)
-            rewards = self._rewards(rm)
+            shared = self._shared_blocks(pm is rm)
+            if shared is not None:
+                logprobs, rewards = self._scores_sharing_blocks(pm, *shared)
+            else:
+                logprobs, rewards = self._policy_logprob_sums(pm), self._rewards(rm)
         results = []
         for ex, enc, lp, rw in zip(chunk, pm, logprobs, rewards):
             _check_finite_scores(ex.id, "policy log-prob", lp)
@@ -173,6 +186,34 @@ class SeamScorer:
     def _attention(self, model: nn.Module) -> AbstractContextManager:
         name = scoring_attention(model) if self.attn_implementation == "auto" else self.attn_implementation
         return attention_implementation(model, name)
+
+    def _shared_blocks(self, same_tokens: bool) -> tuple[FrozenBlocks, FrozenBlocks] | None:
+        """The bottom blocks PM and RM compute alike, when the same sequences go through both with shared prompts."""
+        if not (self.share_frozen_blocks and self.share_prompts and same_tokens
+                and supports_prefix_sharing(self.policy) and supports_prefix_sharing(self.reward_model)):
+            return None
+        return shared_frozen_blocks(self.policy, self.reward_model)
+
+    def _scores_sharing_blocks(self, encoded: list[_Encoded], policy_blocks: FrozenBlocks,
+                               reward_blocks: FrozenBlocks) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
+        """The PM's log-prob sums and the RM's rewards, the bottom blocks they share run once for both."""
+        pad_id = pad_id_of(self.policy_format.tokenizer)
+        (policy_states, reward_states), row_of = run_prompts_sharing(
+            [(self.policy, policy_blocks), (self.reward_model, reward_blocks)], [enc.prompt for enc in encoded],
+            pad_id, self.token_budget)
+        owners, continuations = [], []
+        for e, enc in enumerate(encoded):
+            for c, ids in [(GOLDEN, enc.golden), *enumerate(enc.candidates)]:
+                owners.append((e, c))
+                continuations.append(ids)
+        logprobs, rewards = run_continuations_sharing(
+            [SharingModel(self.policy, policy_blocks, continuation_logprob_sums, policy_states,
+                          wanted=[c != GOLDEN for _, c in owners]),
+             SharingModel(self.reward_model, reward_blocks, continuation_rewards, reward_states)],
+            [row_of[e] for e, _ in owners], continuations, pad_id, self.token_budget)
+        candidates = [i for i, (_, c) in enumerate(owners) if c != GOLDEN]
+        return (_regroup(len(encoded), [owners[i] for i in candidates], [logprobs[i] for i in candidates]),
+                _regroup(len(encoded), owners, rewards))
 
     def _policy_logprob_sums(self, encoded: list[_Encoded]) -> list[dict[int, float]]:
         """Per example: candidate index -> summed response-token log-prob under the PM."""

@@ -4,8 +4,11 @@ import math
 import pytest
 import torch
 
+from tiny import first_layer_of, with_live_adapters
+
 from seam_lightning.data.formatting import PromptFormatter
 from seam_lightning.models import LoRASettings, load_policy, load_reward_model, load_tokenizer, sequence_rewards
+from seam_lightning.models.frozen_blocks import decoder_blocks
 from seam_lightning.seam.scorer import SeamExample, SeamResult, SeamScorer
 
 EXAMPLES = [
@@ -170,6 +173,28 @@ def test_candidate_order_permutes_lists_only(reference, policy, reward_model, to
         for i, r in reference.items()
     }
     assert_results_close(got, want)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_pm_and_rm_of_one_base_score_their_shared_block_once(tiny_model_dir, tokenizer, share):
+    """LoRA on the top block of one base (different adapters): the bottom block runs once for both models
+    (the RM's own copy only in the check's probe); both ways give the plain forwards' numbers."""
+    top = LoRASettings(r=4, dropout=0.0, layers=[-1])
+    policy = with_live_adapters(load_policy(str(tiny_model_dir), lora=top)).eval()
+    torch.manual_seed(0)
+    reward_model = with_live_adapters(load_reward_model(str(tiny_model_dir), lora=top), seed=1).eval()
+    want = {e.id: expected_result(policy, reward_model, tokenizer, tokenizer, e) for e in EXAMPLES}
+    rows = []  # rows × columns through the RM's own bottom block
+    handle = first_layer_of(decoder_blocks(reward_model)[0]).register_forward_hook(lambda module, args, output: rows.append(tuple(args[0].shape[:2])))
+    try:
+        got = score_all(SeamScorer(policy, reward_model, tokenizer, progress=False, share_frozen_blocks=share))
+    finally:
+        handle.remove()
+    assert_results_close(got, want)
+    if share:
+        assert rows == [(2, 6)]  # shared_frozen_blocks' probe: two rows of six tokens
+    else:
+        assert sum(r * c for r, c in rows) > 100
 
 
 def test_streams_lazily(policy, reward_model, tokenizer):
