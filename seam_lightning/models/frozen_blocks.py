@@ -24,6 +24,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.tensor import DTensor
 
 from seam_lightning.models.forward import hidden_states, transformer_body, unwrap
 
@@ -218,6 +220,13 @@ def _tensors(module: nn.Module, skip: frozenset[int] | set[int] = frozenset()) -
     return [(name, t) for name, t in (*module.named_parameters(), *module.named_buffers()) if id(t) not in skip]
 
 
+def _holds_whole_weights(model: nn.Module) -> bool:
+    """False under FSDP (each rank holds shards of the weights, not comparable) and on the meta device."""
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        return False
+    return all(not isinstance(p, DTensor) and p.device.type != "meta" for p in model.parameters())
+
+
 @torch.no_grad()
 def shared_frozen_blocks(a: nn.Module, b: nn.Module, n_tokens: int = 6) -> tuple[FrozenBlocks, FrozenBlocks] | None:
     """The bottom blocks two models compute identically, as FrozenBlocks of each, or None when there are none.
@@ -234,7 +243,7 @@ def shared_frozen_blocks(a: nn.Module, b: nn.Module, n_tokens: int = 6) -> tuple
     blocks_a, blocks_b = decoder_blocks(a), decoder_blocks(b)
     if blocks_a is None or blocks_b is None or unwrap(a).config.model_type != unwrap(b).config.model_type:
         return None
-    if any(next(unwrap(m).parameters()).device.type == "meta" for m in (a, b)):
+    if not (_holds_whole_weights(a) and _holds_whole_weights(b)):
         return None
     outside = [_tensors(transformer_body(m), {id(t) for t in (*blocks.parameters(), *blocks.buffers())})
                for m, blocks in ((a, blocks_a), (b, blocks_b))]
