@@ -14,6 +14,7 @@ prompt∘candidate in full. Both give the same numbers.
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from seam_lightning.models.forward import response_logprob_sums, sequence_reward
 from seam_lightning.models.frozen_blocks import FrozenBlocks, shared_frozen_blocks
 from seam_lightning.models.prefix import continuation_logprob_sums, continuation_rewards, supports_prefix_sharing
 from seam_lightning.seam.score import seam_score
+
+log = logging.getLogger(__name__)
 
 GOLDEN = -1
 """Candidate index used internally for the golden response."""
@@ -147,25 +150,30 @@ class SeamScorer:
 
         Models are in eval mode (and inference mode) only while a chunk is being
         scored; their previous modes are restored before its results are yielded.
+        Which bottom blocks PM and RM share is found at the first chunk: the weights
+        do not change while one call scores.
         """
         if total is None and hasattr(examples, "__len__"):
             total = len(examples)
         bar = tqdm(total=total, disable=not self.progress, desc="SEAM", unit="prompt")
         iterator = iter(examples)
+        found: dict[str, tuple[FrozenBlocks, FrozenBlocks] | None] = {}
         try:
             while chunk := list(islice(iterator, self.prompts_per_chunk)):
-                results = self._score_chunk(chunk)
+                results = self._score_chunk(chunk, found)
                 bar.update(len(chunk))
                 yield from results
         finally:
             bar.close()
 
-    def _score_chunk(self, chunk: list[SeamExample]) -> list[SeamResult]:
+    def _score_chunk(self, chunk: list[SeamExample], found: dict) -> list[SeamResult]:
         pm = [_encode(self.policy_format, ex) for ex in chunk]
         rm = pm if self.reward_format is self.policy_format else [_encode(self.reward_format, ex) for ex in chunk]
         with torch.inference_mode(), eval_mode(self.policy, self.reward_model), \
                 self._attention(self.policy), self._attention(self.reward_model):
-            shared = self._shared_blocks(pm is rm)
+            if "blocks" not in found:  # checked with the attention and modes the scoring uses
+                found["blocks"] = self._shared_blocks()
+            shared = found["blocks"]
             if shared is not None:
                 logprobs, rewards = self._scores_sharing_blocks(pm, *shared)
             else:
@@ -187,12 +195,16 @@ class SeamScorer:
         name = scoring_attention(model) if self.attn_implementation == "auto" else self.attn_implementation
         return attention_implementation(model, name)
 
-    def _shared_blocks(self, same_tokens: bool) -> tuple[FrozenBlocks, FrozenBlocks] | None:
-        """The bottom blocks PM and RM compute alike, when the same sequences go through both with shared prompts."""
-        if not (self.share_frozen_blocks and self.share_prompts and same_tokens
+    def _shared_blocks(self) -> tuple[FrozenBlocks, FrozenBlocks] | None:
+        """The bottom blocks PM and RM compute alike, when the same token ids go through both with shared prompts."""
+        if not (self.share_frozen_blocks and self.share_prompts and self.reward_format is self.policy_format
                 and supports_prefix_sharing(self.policy) and supports_prefix_sharing(self.reward_model)):
             return None
-        return shared_frozen_blocks(self.policy, self.reward_model)
+        shared = shared_frozen_blocks(self.policy, self.reward_model)
+        if shared is not None:
+            log.info("SEAM: the PM and the RM share their bottom %d of %d blocks (the same weights); "
+                        "they run once for both", shared[0].index, len(shared[0].blocks))
+        return shared
 
     def _scores_sharing_blocks(self, encoded: list[_Encoded], policy_blocks: FrozenBlocks,
                                reward_blocks: FrozenBlocks) -> tuple[list[dict[int, float]], list[dict[int, float]]]:
